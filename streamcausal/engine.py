@@ -1,0 +1,229 @@
+"""The streaming engine: advance a network chunk by chunk and fold samples into cross-moments.
+
+Orientation: ``A[j, i]`` is the weight from source ``i`` onto target ``j``; the
+estimates returned are ``[target, source]``. Arrays are time-major ``(T, n)``.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from . import kernels
+from ._validation import check_connectivity, check_int, check_seed
+from .designs import Observation, Perturbation, check_design
+from .moments import CrossMoments
+from .result import Result
+
+__all__ = ["run", "simulate", "Trajectory", "default_chunk_steps"]
+
+RNG_MODES = ("default", "legacy")
+# Above this many input x output pairs the chunk's co-moment is one BLAS product.
+_BLAS_PAIRS = 64 * 64
+
+
+def default_chunk_steps(n_neurons: int) -> int:
+    """Steps per chunk when none is given: about 2**21 state values, within [256, 2**18]."""
+    return int(max(256, min(2**18, 2**21 // n_neurons)))
+
+
+def _block_size(n_neurons: int) -> int:
+    # Samples per parallel block; a function of n only, so results never depend on threads.
+    return int(max(16, min(4096, 2**16 // n_neurons)))
+
+
+def _check_run_arguments(A, n_steps, design, seed, chunk_steps, rng, progress):
+    A = check_connectivity(A)
+    n_steps = check_int(n_steps, "n_steps", minimum=2)
+    design = check_design(design)
+    seed = check_seed(seed)
+    if chunk_steps is None:
+        chunk_steps = default_chunk_steps(A.shape[0])
+    chunk_steps = check_int(chunk_steps, "chunk_steps", minimum=1)
+    if not isinstance(rng, str) or rng not in RNG_MODES:
+        raise ValueError(f"rng must be one of {RNG_MODES}, got {rng!r}")
+    if progress is not None and not callable(progress):
+        raise TypeError(f"progress must be callable or None, got {progress!r}")
+    return A, n_steps, design, seed, chunk_steps, rng
+
+
+def _compressed_columns(A):
+    """A as compressed sparse columns: column i lists source i's targets and weights."""
+    targets, sources = np.nonzero(A)
+    order = np.lexsort((targets, sources))  # by source, then target
+    sources, targets = sources[order], targets[order]
+    col_ptr = np.zeros(A.shape[1] + 1, dtype=np.int64)
+    np.add.at(col_ptr, sources + 1, 1)
+    return np.cumsum(col_ptr), targets.astype(np.int64), A[targets, sources].copy()
+
+
+@dataclass
+class Trajectory:
+    """A simulated trajectory held in memory, time-major.
+
+    activity : (T, n) state x_t after any clamp; stimulation : (T, n) the 0/1 stimulation
+    pattern on clamped steps (0 elsewhere); clamped : (T,) which steps were clamped.
+    """
+
+    activity: np.ndarray
+    stimulation: np.ndarray
+    clamped: np.ndarray
+
+
+class _Simulation:
+    """One seed's chunked simulation: its streams, carried state and reusable chunk buffers."""
+
+    def __init__(self, A, n_steps, design, seed, chunk_steps, rng):
+        self.n = A.shape[0]
+        self.n_steps = n_steps
+        self.design = design
+        self.seed = seed
+        self.chunk_steps = chunk_steps
+        self.legacy = rng == "legacy"
+        self.n_chunks = -(-n_steps // chunk_steps)
+        self.col_ptr, self.row_idx, self.weights = _compressed_columns(A)
+        if isinstance(design, Observation):
+            self.clamp_mode, self.every, self.p = kernels.CLAMP_NONE, 1, 0.5
+        else:
+            self.every, self.p = design.every, design.p
+            self.clamp_mode = kernels.CLAMP_ALL if design.clamp == "all" else kernels.CLAMP_STIMULATED
+        self.block_size = _block_size(self.n)
+        self.state = np.zeros(self.n)
+        legacy_state = np.random.RandomState(seed).get_state()
+        self.mt = np.array(legacy_state[1], dtype=np.uint32)
+        self.mt_pos = np.array([legacy_state[2], legacy_state[3]], dtype=np.int64)
+        self.gauss = np.array([legacy_state[4]], dtype=np.float64)
+        max_samples = min(chunk_steps, n_steps)
+        self.inputs = np.empty((max_samples, self.n))
+        self.outputs = np.empty((max_samples, self.n))
+
+    def chunk_bounds(self, chunk):
+        start = chunk * self.chunk_steps
+        return start, min(start + self.chunk_steps, self.n_steps)
+
+    def _keys(self, chunk):
+        words = np.random.SeedSequence(self.seed, spawn_key=(chunk,)).generate_state(2, np.uint64)
+        return np.uint64(words[0]), np.uint64(words[1])
+
+    def _samples_in(self, start, stop):
+        last = min(stop, self.n_steps - 1)  # clamped steps are multiples of every in [start, last)
+        if last <= start:
+            return 0
+        return (last + self.every - 1) // self.every - (start + self.every - 1) // self.every
+
+    def advance(self, chunk, trajectory=None):
+        """Run one chunk; return its moments. ``trajectory`` = (activity, stimulation, clamped) rows to fill."""
+        start, stop = self.chunk_bounds(chunk)
+        key_samples, key_other = self._keys(chunk)
+        fast = (
+            trajectory is None and not self.legacy and self.clamp_mode == kernels.CLAMP_ALL
+        )
+        if fast:
+            count = self._samples_in(start, stop)
+            kernels._independent_samples(
+                self.p, self.col_ptr, self.row_idx, self.weights, key_samples,
+                count, self.block_size, self.inputs, self.outputs,
+            )
+        else:
+            write = trajectory is not None
+            activity, stimulation, clamped = trajectory if write else (self.inputs[:0], self.inputs[:0], np.empty(0, np.bool_))
+            count = kernels._sequential_chunk(
+                start, stop, self.n_steps, self.every, self.clamp_mode, self.p,
+                self.col_ptr, self.row_idx, self.weights, self.state,
+                self.legacy, key_samples, key_other, self.block_size, self.mt, self.mt_pos, self.gauss,
+                self.inputs, self.outputs, write, activity, stimulation, clamped,
+            )
+        return chunk_moments(self.inputs[:count], self.outputs[:count], self.block_size)
+
+
+def chunk_moments(inputs, outputs, block_size):
+    """Moments of one chunk of samples: Numba blocks for small n, one BLAS product for large n."""
+    count = inputs.shape[0]
+    n_in, n_out = inputs.shape[1], outputs.shape[1]
+    if count == 0:
+        return CrossMoments(n_in, n_out)
+    if n_in * n_out > _BLAS_PAIRS:
+        mean_in = inputs.mean(axis=0)
+        mean_out = outputs.mean(axis=0)
+        centred_in = inputs - mean_in
+        centred_out = outputs - mean_out
+        return CrossMoments.from_parts(
+            count, mean_in, mean_out,
+            np.einsum("ti,ti->i", centred_in, centred_in),
+            np.einsum("tj,tj->j", centred_out, centred_out),
+            centred_out.T @ centred_in,
+        )
+    mean_in, mean_out = np.empty(n_in), np.empty(n_out)
+    m2_in, m2_out = np.empty(n_in), np.empty(n_out)
+    comoment = np.empty((n_out, n_in))
+    kernels._blocked_moments(inputs, outputs, count, block_size, mean_in, mean_out, m2_in, m2_out, comoment)
+    return CrossMoments.from_parts(count, mean_in, mean_out, m2_in, m2_out, comoment)
+
+
+def run(A, n_steps, *, design=Perturbation(), seed=0, chunk_steps=None, rng="default", progress=None):
+    """Simulate ``x_{t+1} = sigmoid(A x_t + eps_t)`` under ``design`` and stream its estimate.
+
+    Nothing of size ``n_steps`` is allocated: each chunk of steps is simulated by Numba
+    kernels and folded into mergeable :class:`CrossMoments`.
+
+    Parameters
+    ----------
+    A : (n, n) array_like
+        Connectivity, ``A[j, i]`` = weight from source ``i`` onto target ``j``.
+    n_steps : int
+        Length of the trajectory, ``>= 2`` (the tutorial's ``timesteps``).
+    design : Perturbation or Observation
+        When and how neurons are clamped. The default is the tutorial's design.
+    seed : int
+        In ``[0, 2**32)``. Chunk ``k`` draws from its own stream derived from ``(seed, k)``.
+    chunk_steps : int, optional
+        Steps per chunk; defaults to :func:`default_chunk_steps`. Results depend on it
+        (it fixes the random streams) but never on threads or workers.
+    rng : {"default", "legacy"}
+        "legacy" reproduces ``np.random.seed(seed)`` followed by the tutorial's
+        ``simulate_neurons_perturb(A, n_steps)`` (or ``simulate_neurons`` when observing)
+        draw for draw.
+    progress : callable, optional
+        Called after every chunk as ``progress(steps_done, n_steps)``.
+
+    Returns
+    -------
+    Result
+        ``.correlation``, ``.effect``, ``.stderr`` are ``[target, source]``.
+    """
+    A, n_steps, design, seed, chunk_steps, rng = _check_run_arguments(
+        A, n_steps, design, seed, chunk_steps, rng, progress
+    )
+    began = time.perf_counter()
+    simulation = _Simulation(A, n_steps, design, seed, chunk_steps, rng)
+    total = CrossMoments(simulation.n, simulation.n)
+    for chunk in range(simulation.n_chunks):
+        total = total.merge(simulation.advance(chunk))
+        if progress is not None:
+            progress(simulation.chunk_bounds(chunk)[1], n_steps)
+    parameters = {
+        "design": design.to_dict(), "seed": seed, "rng": rng,
+        "chunk_steps": chunk_steps, "n_neurons": simulation.n,
+    }
+    return Result(total, n_steps, time.perf_counter() - began, parameters)
+
+
+def simulate(A, n_steps, *, design=Perturbation(), seed=0, chunk_steps=None, rng="default"):
+    """The trajectory that :func:`run` with the same arguments streams, held in memory.
+
+    Returns a :class:`Trajectory` of ``(n_steps, n)`` arrays, for plots and checks on
+    short runs; :func:`run` gives the same estimate without holding it.
+    """
+    A, n_steps, design, seed, chunk_steps, rng = _check_run_arguments(
+        A, n_steps, design, seed, chunk_steps, rng, None
+    )
+    simulation = _Simulation(A, n_steps, design, seed, chunk_steps, rng)
+    n = simulation.n
+    activity, stimulation = np.empty((n_steps, n)), np.empty((n_steps, n))
+    clamped = np.empty(n_steps, dtype=np.bool_)
+    for chunk in range(simulation.n_chunks):
+        start, stop = simulation.chunk_bounds(chunk)
+        simulation.advance(chunk, (activity[start:stop], stimulation[start:stop], clamped[start:stop]))
+    return Trajectory(activity, stimulation, clamped)

@@ -1,0 +1,466 @@
+"""Figures, each a function returning a matplotlib :class:`~matplotlib.figure.Figure`.
+
+Orientation: ``A[j, i]`` is the weight from source neuron ``i`` onto target neuron ``j``;
+activity arrays are time-major ``(T, n)``. Figures are built with
+:class:`matplotlib.figure.Figure` directly (no pyplot state), so they work headless and
+are freed when the last reference goes; save them with ``fig.savefig(path)``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from matplotlib import colormaps
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.patches import FancyArrowPatch
+from matplotlib.path import Path
+from matplotlib.ticker import MaxNLocator
+
+from ._validation import _describe, check_connectivity, check_index, check_int, check_real
+
+__all__ = [
+    "plot_connectivity_graph",
+    "plot_connectivity_matrix",
+    "plot_connectivity_graph_matrix",
+    "plot_activity",
+    "plot_standard_vs_perturbed",
+    "plot_true_vs_estimated",
+    "plot_tutorial_summary",
+]
+
+POSITIVE_COLOUR = "#b40426"  # the red end of "coolwarm"
+NEGATIVE_COLOUR = "#3b4cc0"  # the blue end of "coolwarm"
+NAN_COLOUR = "0.35"  # dark grey: distinct from the light grey of 0 in "coolwarm"
+_NODE_SIZE = 420.0  # scatter marker area in points**2
+_NODE_RADIUS_PT = np.sqrt(_NODE_SIZE) / 2
+_MAX_TICKS = 20
+
+
+# ----------------------------------------------------------------------------- checks
+
+
+def _as_real_array(value, name: str, what: str) -> np.ndarray:
+    if isinstance(value, (str, bytes)) or value is None:
+        raise TypeError(f"{name} must be {what}, got {_describe(value)}")
+    try:
+        array = np.asarray(value)
+    except Exception as error:  # ragged lists and other non-arrays
+        raise TypeError(f"{name} must be {what}, got {_describe(value)}") from error
+    if array.dtype == object or not (
+        np.issubdtype(array.dtype, np.number) or np.issubdtype(array.dtype, np.bool_)
+    ):
+        raise TypeError(f"{name} must be {what}, got dtype {array.dtype}")
+    if np.iscomplexobj(array):
+        raise TypeError(f"{name} must be real, got complex dtype {array.dtype}")
+    return array.astype(np.float64)
+
+
+def _check_no_inf(array: np.ndarray, name: str) -> np.ndarray:
+    if np.isinf(array).any():
+        bad = tuple(int(k) for k in np.argwhere(np.isinf(array))[0])
+        where = ", ".join(map(str, bad))
+        raise ValueError(f"{name} must not contain infinities, got {array[bad]} at {name}[{where}]")
+    return array
+
+
+def _check_matrix(value, name: str, *, square: bool = False) -> np.ndarray:
+    """A non-empty 2-D real matrix; NaN allowed (drawn as missing), infinities refused."""
+    array = _as_real_array(value, name, "a 2-D numeric matrix")
+    if array.ndim != 2 or array.size == 0:
+        raise ValueError(f"{name} must be a non-empty 2-D matrix, got shape {array.shape}")
+    if square and array.shape[0] != array.shape[1]:
+        raise ValueError(f"{name} must be a square 2-D matrix, got shape {array.shape}")
+    return _check_no_inf(array, name)
+
+
+def _check_activity(value, name: str) -> np.ndarray:
+    array = _as_real_array(value, name, "a time-major (T, n) numeric array")
+    if array.ndim != 2 or array.size == 0:
+        raise ValueError(
+            f"{name} must be a non-empty time-major (T, n) array, got shape {array.shape}"
+        )
+    return _check_no_inf(array, name)
+
+
+def _check_title(title, name: str = "title"):
+    if title is not None and not isinstance(title, str):
+        raise TypeError(f"{name} must be a string or None, got {_describe(title)}")
+    return title
+
+
+def _check_ax(ax):
+    if ax is not None and not hasattr(ax, "imshow"):
+        raise TypeError(f"ax must be a matplotlib Axes or None, got {_describe(ax)}")
+    return ax
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def _root_figure(ax) -> Figure:
+    try:
+        return ax.get_figure(root=True)
+    except TypeError:  # matplotlib < 3.10: SubFigure.figure is the root figure
+        figure = ax.figure
+        return getattr(figure, "figure", figure)
+
+
+def _new_axes(ax, figsize):
+    """``(figure, ax)``: the given axes and its figure, or a fresh constrained-layout figure."""
+    if ax is not None:
+        return _root_figure(ax), ax
+    fig = Figure(figsize=figsize, layout="constrained")
+    return fig, fig.add_subplot()
+
+
+def _symmetric_limit(values: np.ndarray) -> float:
+    """``max |finite values|``, or 1.0 when there is none or it is zero (so vmin < vmax)."""
+    finite = np.abs(values[np.isfinite(values)])
+    lim = float(finite.max()) if finite.size else 0.0
+    return lim if lim > 0 else 1.0
+
+
+def _integer_ticks(axis, count: int) -> None:
+    if count <= _MAX_TICKS:
+        axis.set_ticks(range(count))
+    else:
+        axis.set_major_locator(MaxNLocator(integer=True))
+
+
+class _SelfLoop:
+    """Connection style drawing a loop outside a node (called in display coordinates).
+
+    ``shrinkA`` (the node radius plus a margin, in pixels) sets the loop's size, so the
+    loop looks the same whatever the axes' data scale.
+    """
+
+    def __init__(self, angle: float, spread: float = np.radians(40), reach: float = 3.2):
+        self.angle, self.spread, self.reach = angle, spread, reach
+
+    def _point(self, centre, radius, angle):
+        return centre + radius * np.array([np.cos(angle), np.sin(angle)])
+
+    def __call__(self, posA, posB, patchA=None, patchB=None, shrinkA=2.0, shrinkB=2.0):
+        centre = np.asarray(posA, dtype=float)
+        radius = max(float(shrinkA), 1.0)
+        start = self._point(centre, radius, self.angle + self.spread)
+        end = self._point(centre, radius, self.angle - self.spread)
+        control_1 = self._point(centre, self.reach * radius, self.angle + 0.9 * self.spread)
+        control_2 = self._point(centre, self.reach * radius, self.angle - 0.9 * self.spread)
+        return Path([start, control_1, control_2, end],
+                    [Path.MOVETO, Path.CURVE4, Path.CURVE4, Path.CURVE4])
+
+
+def _neuron_positions(n: int):
+    thetas = np.linspace(0, 2 * np.pi, n, endpoint=False)
+    return np.cos(thetas), np.sin(thetas), thetas
+
+
+# ----------------------------------------------------------------------------- figures
+
+
+def plot_connectivity_graph(A, ax=None, title=None, threshold=0.0):
+    """Neurons on a circle with an arrow from source ``i`` to target ``j`` for each ``A[j, i] != 0``.
+
+    Parameters
+    ----------
+    A : array_like, shape (n, n)
+        ``A[j, i]`` is the weight from source ``i`` onto target ``j``; the arrowhead sits
+        at the target. NaN entries are treated as missing (no arrow).
+    ax : matplotlib Axes, optional
+        Axes to draw on; a new figure is made when omitted.
+    title : str, optional
+        Axes title.
+    threshold : float
+        Draw only edges with ``|A[j, i]| > threshold`` (default: every nonzero edge).
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        Arrow opacity and width scale with ``|weight| / max |weight|``; positive weights
+        are red, negative blue; a self-connection ``A[i, i]`` is a small loop outside
+        neuron ``i``. Each arrow is a :class:`~matplotlib.patches.FancyArrowPatch` whose
+        gid is ``"edge i->j"``.
+    """
+    A = _check_matrix(A, "A", square=True)
+    _check_ax(ax)
+    _check_title(title)
+    threshold = check_real(threshold, "threshold")
+    if threshold < 0:
+        raise ValueError(f"threshold must be >= 0, got {threshold!r}")
+    fig, ax = _new_axes(ax, (5, 5))
+    n = A.shape[0]
+    x, y, thetas = _neuron_positions(n)
+    weights = np.where(np.isnan(A), 0.0, A)
+    largest = float(np.abs(weights).max())
+
+    ax.set_aspect("equal")
+    ax.set_xlim(-1.4, 1.4)
+    ax.set_ylim(-1.4, 1.4)
+    ax.axis("off")
+    ax.scatter(x, y, s=_NODE_SIZE, c="k", zorder=3)
+    for i in range(n):
+        ax.text(x[i], y[i], str(i), color="w", ha="center", va="center",
+                fontsize=10, fontweight="bold", zorder=4)
+
+    shrink = _NODE_RADIUS_PT + 2
+    has_negative = False
+    if largest > 0:
+        for j in range(n):  # target
+            for i in range(n):  # source
+                weight = weights[j, i]
+                if weight == 0 or abs(weight) <= threshold:
+                    continue
+                relative = abs(weight) / largest
+                colour = POSITIVE_COLOUR if weight > 0 else NEGATIVE_COLOUR
+                has_negative |= weight < 0
+                style = dict(
+                    arrowstyle="-|>",
+                    mutation_scale=8 + 10 * relative,
+                    linewidth=0.6 + 2.4 * relative,
+                    color=colour,
+                    alpha=float(np.clip(relative, 0.0, 1.0)),
+                    zorder=2,
+                )
+                if i == j:
+                    # A teardrop loop leaving and re-entering the node on its outer side.
+                    arrow = FancyArrowPatch(
+                        (x[i], y[i]), (x[i], y[i]),
+                        connectionstyle=_SelfLoop(thetas[i]),
+                        shrinkA=shrink, shrinkB=shrink, **style,
+                    )
+                else:
+                    # Slightly curved, so i->j and j->i do not overlap.
+                    arrow = FancyArrowPatch(
+                        (x[i], y[i]), (x[j], y[j]),
+                        connectionstyle="arc3,rad=0.12",
+                        shrinkA=shrink, shrinkB=shrink, **style,
+                    )
+                arrow.set_gid(f"edge {i}->{j}")
+                ax.add_patch(arrow)
+    if has_negative:
+        ax.legend(
+            handles=[Line2D([], [], color=POSITIVE_COLOUR, lw=2, label="positive"),
+                     Line2D([], [], color=NEGATIVE_COLOUR, lw=2, label="negative")],
+            loc="lower right", fontsize=8, frameon=False,
+        )
+    if title is not None:
+        ax.set_title(title)
+    return fig
+
+
+def plot_connectivity_matrix(A, ax=None, title=None, label="Connectivity strength"):
+    """Heatmap of a connectivity matrix in ``A``'s orientation (row = target, column = source).
+
+    Parameters
+    ----------
+    A : array_like, shape (n_targets, n_sources)
+        ``A[j, i]`` is the weight from source ``i`` onto target ``j``. Need not be square
+        (a single column is one source's effects). NaN cells are drawn dark grey.
+    ax : matplotlib Axes, optional
+    title : str, optional
+    label : str
+        Colourbar label.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        The colour scale is symmetric, ``vmin = -lim, vmax = lim`` with ``lim`` the
+        largest finite ``|A|`` (1 when that is 0), colormap ``"coolwarm"``.
+    """
+    A = _check_matrix(A, "A")
+    _check_ax(ax)
+    _check_title(title)
+    _check_title(label, "label")
+    fig, ax = _new_axes(ax, (5.5, 4.5))
+    lim = _symmetric_limit(A)
+    cmap = colormaps["coolwarm"].with_extremes(bad=NAN_COLOUR)
+    image = ax.imshow(np.ma.masked_invalid(A), vmin=-lim, vmax=lim, cmap=cmap)
+    ax.set_xlabel("Connectivity from", fontsize=12)
+    ax.set_ylabel("Connectivity to", fontsize=12)
+    ax.tick_params(labelsize=10)
+    _integer_ticks(ax.xaxis, A.shape[1])
+    _integer_ticks(ax.yaxis, A.shape[0])
+    colourbar = fig.colorbar(image, ax=ax, shrink=0.8)
+    colourbar.set_label(label or "", fontsize=11)
+    if title is not None:
+        ax.set_title(title)
+    return fig
+
+
+def plot_connectivity_graph_matrix(A, title="Neuron connectivity"):
+    """Graph and heatmap of ``A`` side by side (the course's ``plot_connectivity_graph_matrix``).
+
+    ``A[j, i]`` is the weight from source ``i`` onto target ``j``. Returns the Figure.
+    """
+    A = check_connectivity(A)
+    _check_title(title)
+    fig = Figure(figsize=(11, 5), layout="constrained")
+    axs = fig.subplots(1, 2)
+    plot_connectivity_graph(A, ax=axs[0], title="Connectivity graph")
+    plot_connectivity_matrix(A, ax=axs[1], title="Connectivity matrix")
+    if title is not None:
+        fig.suptitle(title, fontsize=14)
+    return fig
+
+
+def _draw_activity(ax, activity, n_steps, vmin=None, vmax=None):
+    shown = activity[:n_steps].T  # rows = neurons, columns = time steps
+    cmap = colormaps["viridis"].with_extremes(bad=NAN_COLOUR)
+    image = ax.imshow(np.ma.masked_invalid(shown), aspect="auto", cmap=cmap,
+                      vmin=vmin, vmax=vmax, interpolation="nearest")
+    ax.set_xlabel("Timestep", fontsize=12)
+    ax.set_ylabel("Neuron", fontsize=12)
+    _integer_ticks(ax.xaxis, shown.shape[1])
+    _integer_ticks(ax.yaxis, shown.shape[0])
+    return image
+
+
+def plot_activity(activity, n_steps=10, ax=None, title="Simulated neural activity"):
+    """Heatmap of the first ``n_steps`` steps of time-major ``activity``.
+
+    Parameters
+    ----------
+    activity : array_like, shape (T, n)
+        Time-major activity (transpose the tutorial's ``(n, T)`` arrays).
+    n_steps : int
+        Number of leading steps shown (all ``T`` when fewer).
+    ax : matplotlib Axes, optional
+    title : str, optional
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        x is the time step, y the neuron, with a colourbar.
+    """
+    activity = _check_activity(activity, "activity")
+    n_steps = check_int(n_steps, "n_steps", minimum=1)
+    _check_ax(ax)
+    _check_title(title)
+    fig, ax = _new_axes(ax, (7, 4))
+    image = _draw_activity(ax, activity, n_steps)
+    fig.colorbar(image, ax=ax, label="Activity")
+    if title is not None:
+        ax.set_title(title)
+    return fig
+
+
+def plot_standard_vs_perturbed(standard, perturbed, n_steps=10):
+    """Standard and perturbed activity side by side, on one colour scale.
+
+    Parameters
+    ----------
+    standard, perturbed : array_like, shape (T, n)
+        Time-major activity with the same number of neurons.
+    n_steps : int
+        Number of leading steps shown.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
+    standard = _check_activity(standard, "standard")
+    perturbed = _check_activity(perturbed, "perturbed")
+    if standard.shape[1] != perturbed.shape[1]:
+        raise ValueError(
+            f"standard and perturbed must have the same number of neurons, got "
+            f"{standard.shape[1]} and {perturbed.shape[1]}"
+        )
+    n_steps = check_int(n_steps, "n_steps", minimum=1)
+    shown = np.concatenate([standard[:n_steps].ravel(), perturbed[:n_steps].ravel()])
+    shown = shown[np.isfinite(shown)]
+    vmin, vmax = (float(shown.min()), float(shown.max())) if shown.size else (0.0, 1.0)
+    if vmin == vmax:
+        vmin, vmax = vmin - 0.5, vmax + 0.5
+    fig = Figure(figsize=(14, 4), layout="constrained")
+    axs = fig.subplots(1, 2, sharey=True)
+    for ax, activity, name in zip(axs, (standard, perturbed), ("Standard", "Perturbed")):
+        image = _draw_activity(ax, activity, n_steps, vmin=vmin, vmax=vmax)
+        ax.set_title(f"{name} dynamics", fontsize=14)
+    axs[1].set_ylabel("")
+    fig.colorbar(image, ax=axs, label="Activity", shrink=0.9)
+    return fig
+
+
+def plot_true_vs_estimated(estimated, A, selected_neuron=None):
+    """Estimated and true connectivity side by side, both in ``A``'s orientation.
+
+    Parameters
+    ----------
+    estimated : array_like, shape (n, n) or (n,)
+        The estimate with ``estimated[j, i]`` = source ``i`` onto target ``j`` (for the
+        tutorial's ``R`` pass ``R.T``). With ``selected_neuron``, a vector of length ``n``:
+        the effect of that source onto each target. NaN entries are drawn grey.
+    A : array_like, shape (n, n)
+        True connectivity, ``A[j, i]`` = source ``i`` onto target ``j``.
+    selected_neuron : int, optional
+        Compare ``estimated`` with column ``A[:, selected_neuron]``.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        Each panel has its own symmetric colour scale: an estimate (a difference in
+        means or a correlation) is not on ``A``'s scale.
+    """
+    A = check_connectivity(A)
+    n = A.shape[0]
+    if selected_neuron is not None:
+        selected_neuron = check_index(selected_neuron, "selected_neuron", n)
+        estimated = _as_real_array(estimated, "estimated", "a numeric vector")
+        if estimated.shape != (n,):
+            raise ValueError(
+                f"estimated must be a vector of length {n} (one effect per target) when "
+                f"selected_neuron is given, got shape {estimated.shape}"
+            )
+        estimated = _check_no_inf(estimated, "estimated")[:, None]
+        true = A[:, [selected_neuron]]
+        figsize = (7, 5)
+    else:
+        estimated = _check_matrix(estimated, "estimated")
+        if estimated.shape != A.shape:
+            raise ValueError(
+                f"estimated must have A's shape {A.shape} (or pass selected_neuron for a "
+                f"vector), got {estimated.shape}"
+            )
+        true = A
+        figsize = (11, 5)
+    fig = Figure(figsize=figsize, layout="constrained")
+    axs = fig.subplots(1, 2)
+    plot_connectivity_matrix(estimated, ax=axs[0], title="Estimated connectivity",
+                             label="Estimated strength")
+    plot_connectivity_matrix(true, ax=axs[1], title="True connectivity")
+    if selected_neuron is not None:
+        for ax in axs:
+            ax.set_xticks([0])
+            ax.set_xticklabels([str(selected_neuron)])
+        fig.suptitle(f"Connectivity from neuron {selected_neuron}", fontsize=13)
+    return fig
+
+
+def plot_tutorial_summary(A, R_in_A_orientation):
+    """The course's 2x2 "True vs estimated connectivity": graph and matrix of ``A`` and the estimate.
+
+    Parameters
+    ----------
+    A : array_like, shape (n, n)
+        True connectivity, ``A[j, i]`` = source ``i`` onto target ``j``.
+    R_in_A_orientation : array_like, shape (n, n)
+        The estimate in ``A``'s orientation (the tutorial's ``R.T``).
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
+    A = check_connectivity(A)
+    R = _check_matrix(R_in_A_orientation, "R_in_A_orientation")
+    if R.shape != A.shape:
+        raise ValueError(f"R_in_A_orientation must have A's shape {A.shape}, got {R.shape}")
+    fig = Figure(figsize=(10, 10), layout="constrained")
+    axs = fig.subplots(2, 2)
+    plot_connectivity_graph(A, ax=axs[0, 0], title="True connectivity graph")
+    plot_connectivity_matrix(A, ax=axs[0, 1], title="True connectivity matrix A")
+    plot_connectivity_graph(R, ax=axs[1, 0], title="Estimated connectivity graph")
+    plot_connectivity_matrix(R, ax=axs[1, 1], title="Estimated connectivity matrix R.T",
+                             label="Estimated strength")
+    fig.suptitle("True vs estimated connectivity", fontsize=15)
+    return fig

@@ -1,0 +1,242 @@
+"""Figures: they render headless, carry the right labels, scales and arrow directions."""
+
+import matplotlib.image
+import matplotlib.pyplot as plt
+import numpy as np
+import pytest
+from matplotlib.figure import Figure
+from matplotlib.patches import FancyArrowPatch
+
+from streamcausal import plots
+
+
+@pytest.fixture(autouse=True)
+def no_pyplot_leak():
+    before = set(plt.get_fignums())
+    yield
+    assert set(plt.get_fignums()) == before, "a plot function left a pyplot figure open"
+
+
+def _save(fig, tmp_path, name="fig.png"):
+    assert isinstance(fig, Figure)
+    path = tmp_path / name
+    fig.savefig(path, dpi=50)
+    assert path.stat().st_size > 0
+    image = matplotlib.image.imread(path)
+    assert image.ndim == 3 and image.shape[0] > 10 and image.shape[1] > 10
+    return image
+
+
+def _arrows(ax):
+    return [p for p in ax.patches if isinstance(p, FancyArrowPatch)]
+
+
+def _heatmap(ax):
+    (image,) = ax.get_images()
+    return image
+
+
+def _node_xy(n, k):
+    theta = 2 * np.pi * k / n
+    return np.array([np.cos(theta), np.sin(theta)])
+
+
+A3 = np.array([[0.0, 0.0, 0.0], [0.0, 0.0, 0.0], [1.0, 0.0, 0.0]])  # source 0 -> target 2
+
+
+def test_graph_arrow_points_from_source_to_target(tmp_path):
+    fig = plots.plot_connectivity_graph(A3, title="one edge")
+    ax = fig.axes[0]
+    assert ax.get_title() == "one edge"
+    (arrow,) = _arrows(ax)
+    assert arrow.get_gid() == "edge 0->2"
+    source, target = _node_xy(3, 0), _node_xy(3, 2)
+    fig.canvas.draw()
+    path = arrow.get_path()  # data coordinates
+    vertices = path.vertices[path.codes != path.CLOSEPOLY]
+    to_target = np.linalg.norm(vertices - target, axis=1)
+    to_source = np.linalg.norm(vertices - source, axis=1)
+    # The head (tip and both barbs) sits at the target; only the tail is near the source.
+    assert (to_target < 0.3).sum() >= 3
+    assert (to_source < 0.3).sum() == 1
+    tip = vertices[np.argmin(to_target)]
+    assert np.linalg.norm(tip - target) < 0.2 < np.linalg.norm(tip - source)
+    _save(fig, tmp_path)
+
+
+def test_graph_weights_colours_and_self_loops(tmp_path):
+    A = np.array([[0.5, 0.0, -1.0], [0.25, 0.0, 0.0], [0.0, 0.0, 0.0]])
+    fig = plots.plot_connectivity_graph(A)
+    arrows = {a.get_gid(): a for a in _arrows(fig.axes[0])}
+    assert set(arrows) == {"edge 0->0", "edge 2->0", "edge 0->1"}
+    assert arrows["edge 2->0"].get_alpha() == pytest.approx(1.0)
+    assert arrows["edge 0->1"].get_alpha() == pytest.approx(0.25)
+    assert arrows["edge 2->0"].get_linewidth() > arrows["edge 0->1"].get_linewidth()
+    negative = arrows["edge 2->0"].get_edgecolor()[:3]
+    positive = arrows["edge 0->1"].get_edgecolor()[:3]
+    assert not np.allclose(negative, positive)
+    assert fig.axes[0].get_legend() is not None  # explains the two colours
+    _save(fig, tmp_path)
+
+
+def test_graph_all_zero_and_nan(tmp_path):
+    with np.errstate(all="raise"):
+        fig = plots.plot_connectivity_graph(np.zeros((4, 4)))
+    assert _arrows(fig.axes[0]) == []
+    _save(fig, tmp_path, "zero.png")
+    with_nan = A3.copy()
+    with_nan[0, 1] = np.nan
+    fig = plots.plot_connectivity_graph(with_nan)
+    assert [a.get_gid() for a in _arrows(fig.axes[0])] == ["edge 0->2"]
+
+
+def test_graph_threshold():
+    A = np.array([[0.0, 0.05], [1.0, 0.0]])
+    fig = plots.plot_connectivity_graph(A, threshold=0.1)
+    assert [a.get_gid() for a in _arrows(fig.axes[0])] == ["edge 0->1"]
+
+
+def test_graph_draws_on_given_axes():
+    fig = Figure()
+    ax = fig.add_subplot()
+    assert plots.plot_connectivity_graph(A3, ax=ax) is fig
+    assert len(_arrows(ax)) == 1
+
+
+def test_matrix_labels_and_symmetric_scale(tmp_path):
+    A = np.array([[0.0, -0.3], [0.7, 0.1]])
+    fig = plots.plot_connectivity_matrix(A, title="A", label="weight")
+    ax = fig.axes[0]
+    assert ax.get_xlabel() == "Connectivity from"
+    assert ax.get_ylabel() == "Connectivity to"
+    assert ax.get_title() == "A"
+    image = _heatmap(ax)
+    vmin, vmax = image.get_clim()
+    assert vmin == -vmax == pytest.approx(-0.7)
+    assert image.get_cmap().name.startswith("coolwarm")
+    # row = target, column = source: the shown array is A itself, not its transpose
+    np.testing.assert_array_equal(np.asarray(image.get_array()), A)
+    assert list(ax.get_xticks()) == [0, 1] and list(ax.get_yticks()) == [0, 1]
+    assert any(other.get_ylabel() == "weight" for other in fig.axes[1:])  # colourbar
+    _save(fig, tmp_path)
+
+
+def test_matrix_all_zero_and_nan(tmp_path):
+    fig = plots.plot_connectivity_matrix(np.zeros((3, 3)))
+    vmin, vmax = _heatmap(fig.axes[0]).get_clim()
+    assert vmax > 0 and vmin == -vmax
+    _save(fig, tmp_path, "zero.png")
+
+    estimate = np.array([[np.nan, 0.2], [-0.4, 0.0]])
+    fig = plots.plot_connectivity_matrix(estimate)
+    image = _heatmap(fig.axes[0])
+    assert image.get_clim() == pytest.approx((-0.4, 0.4))
+    bad = image.get_cmap().get_bad()
+    assert not np.allclose(bad[:3], image.get_cmap()(0.5)[:3])  # NaN differs from 0
+    assert np.ma.getmaskarray(image.get_array())[0, 0]
+    _save(fig, tmp_path, "nan.png")
+
+    fig = plots.plot_connectivity_matrix(np.full((2, 2), np.nan))
+    _save(fig, tmp_path, "allnan.png")
+
+
+def test_activity(tmp_path):
+    activity = np.random.default_rng(0).random((50, 4))  # (T, n)
+    fig = plots.plot_activity(activity, n_steps=7)
+    ax = fig.axes[0]
+    assert ax.get_xlabel() == "Timestep" and ax.get_ylabel() == "Neuron"
+    assert ax.get_title() == "Simulated neural activity"
+    shown = np.asarray(_heatmap(ax).get_array())
+    np.testing.assert_array_equal(shown, activity[:7].T)  # rows = neurons
+    assert len(fig.axes) == 2  # colourbar
+    _save(fig, tmp_path)
+    # fewer steps than asked: all of them
+    fig = plots.plot_activity(activity[:3], n_steps=10, title=None)
+    assert np.asarray(_heatmap(fig.axes[0]).get_array()).shape == (4, 3)
+
+
+def test_standard_vs_perturbed(tmp_path):
+    rng = np.random.default_rng(1)
+    fig = plots.plot_standard_vs_perturbed(rng.random((20, 3)), rng.random((20, 3)), n_steps=5)
+    titles = [ax.get_title() for ax in fig.axes]
+    assert "Standard dynamics" in titles and "Perturbed dynamics" in titles
+    panels = [ax for ax in fig.axes if ax.get_title().endswith("dynamics")]
+    assert all(ax.get_xlabel() == "Timestep" for ax in panels)
+    assert panels[0].get_ylabel() == "Neuron"
+    assert _heatmap(panels[0]).get_clim() == _heatmap(panels[1]).get_clim()
+    _save(fig, tmp_path)
+
+
+def test_true_vs_estimated_all(tmp_path):
+    A = np.array([[0.0, 1.0], [0.0, 0.0]])
+    estimated = np.array([[0.01, 0.3], [np.nan, -0.02]])
+    fig = plots.plot_true_vs_estimated(estimated, A)
+    est_ax, true_ax = (ax for ax in fig.axes if ax.get_images())
+    assert est_ax.get_title() == "Estimated connectivity"
+    assert true_ax.get_title() == "True connectivity"
+    # each panel its own symmetric scale
+    assert _heatmap(est_ax).get_clim() == pytest.approx((-0.3, 0.3))
+    assert _heatmap(true_ax).get_clim() == pytest.approx((-1.0, 1.0))
+    np.testing.assert_array_equal(np.asarray(_heatmap(true_ax).get_array()), A)
+    _save(fig, tmp_path)
+
+
+def test_true_vs_estimated_single_neuron(tmp_path):
+    A = np.array([[0.0, 0.7, 0.0], [0.0, 0.0, 0.0], [0.0, 0.2, 0.0]])
+    fig = plots.plot_true_vs_estimated(np.array([0.1, 0.0, 0.03]), A, selected_neuron=1)
+    est_ax, true_ax = (ax for ax in fig.axes if ax.get_images())
+    np.testing.assert_array_equal(np.asarray(_heatmap(true_ax).get_array()), A[:, [1]])
+    for ax in (est_ax, true_ax):
+        assert [t.get_text() for t in ax.get_xticklabels()] == ["1"]
+        vmin, vmax = _heatmap(ax).get_clim()
+        assert vmin == -vmax
+    _save(fig, tmp_path)
+
+
+def test_tutorial_summary(tmp_path):
+    A = np.array([[0.0, 1.0, 0.0], [0.0, 0.0, 1.0], [0.0, 0.0, 0.0]])
+    R = A + 0.01
+    fig = plots.plot_tutorial_summary(A, R)
+    assert fig.get_suptitle() == "True vs estimated connectivity"
+    titles = [ax.get_title() for ax in fig.axes]
+    assert "True connectivity matrix A" in titles
+    graph = next(ax for ax in fig.axes if ax.get_title() == "Estimated connectivity graph")
+    assert len(_arrows(graph)) == 9
+    _save(fig, tmp_path)
+
+
+def test_graph_matrix(tmp_path):
+    fig = plots.plot_connectivity_graph_matrix(A3)
+    assert fig.get_suptitle() == "Neuron connectivity"
+    _save(fig, tmp_path)
+
+
+@pytest.mark.parametrize(
+    "call, error, words",
+    [
+        (lambda: plots.plot_connectivity_graph(np.zeros((2, 3))), ValueError, "A"),
+        (lambda: plots.plot_connectivity_graph("abc"), TypeError, "A"),
+        (lambda: plots.plot_connectivity_graph(A3, threshold=-1), ValueError, "threshold"),
+        (lambda: plots.plot_connectivity_matrix(np.zeros(3)), ValueError, "A"),
+        (lambda: plots.plot_connectivity_matrix([[1, np.inf]]), ValueError, "A"),
+        (lambda: plots.plot_connectivity_matrix([[1 + 1j]]), TypeError, "A"),
+        (lambda: plots.plot_connectivity_matrix(A3, ax="left"), TypeError, "ax"),
+        (lambda: plots.plot_activity(np.zeros(5)), ValueError, "activity"),
+        (lambda: plots.plot_activity(np.zeros((5, 2)), n_steps=0), ValueError, "n_steps"),
+        (lambda: plots.plot_activity(np.zeros((5, 2)), n_steps=2.5), TypeError, "n_steps"),
+        (lambda: plots.plot_standard_vs_perturbed(np.zeros((5, 2)), np.zeros((5, 3))),
+         ValueError, "perturbed"),
+        (lambda: plots.plot_true_vs_estimated(np.zeros((3, 3)), A3, selected_neuron=1),
+         ValueError, "estimated"),
+        (lambda: plots.plot_true_vs_estimated(np.zeros(3), A3, selected_neuron=3),
+         ValueError, "selected_neuron"),
+        (lambda: plots.plot_true_vs_estimated(np.zeros((2, 2)), A3), ValueError, "estimated"),
+        (lambda: plots.plot_true_vs_estimated(np.zeros((3, 3)), np.full((3, 3), np.nan)),
+         ValueError, "A"),
+        (lambda: plots.plot_tutorial_summary(A3, np.zeros((2, 2))),
+         ValueError, "R_in_A_orientation"),
+    ],
+)
+def test_bad_inputs_name_the_argument(call, error, words):
+    with pytest.raises(error, match=words):
+        call()
