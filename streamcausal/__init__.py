@@ -2,12 +2,28 @@
 
 Orientation everywhere except :mod:`streamcausal.tutorial`: ``A[j, i]`` is the weight
 from source neuron ``i`` onto target neuron ``j``, and every estimate has ``A``'s
-orientation (``[target, source]``).
+orientation (``[target, source]``). Arrays are time-major ``(T, n)``.
 """
 
 from . import tutorial
+from .designs import Observation, Perturbation
+from .engine import Trajectory, run, simulate
+from .moments import CrossMoments
 from .network import create_connectivity
+from .result import Result, score
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__", "create_connectivity", "tutorial"]
+__all__ = [
+    "__version__",
+    "CrossMoments",
+    "Observation",
+    "Perturbation",
+    "Result",
+    "Trajectory",
+    "create_connectivity",
+    "run",
+    "score",
+    "simulate",
+    "tutorial",
+]
