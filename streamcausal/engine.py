@@ -12,10 +12,11 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import kernels
-from ._validation import check_connectivity, check_int, check_seed
+from ._validation import check_connectivity, check_int, check_real, check_seed
 from .designs import Observation, Perturbation, check_design
 from .moments import CrossMoments
-from .result import Result
+from .result import Result, score
+from .store import RunStore, StoreLock, connectivity_digest, describe_store
 
 __all__ = ["run", "simulate", "Trajectory", "default_chunk_steps"]
 
@@ -162,7 +163,117 @@ def chunk_moments(inputs, outputs, block_size):
     return CrossMoments.from_parts(count, mean_in, mean_out, m2_in, m2_out, comoment)
 
 
-def run(A, n_steps, *, design=Perturbation(), seed=0, chunk_steps=None, rng="default", progress=None):
+DTYPES = ("float32", "float64")
+
+
+@dataclass
+class _Plan:
+    """Validated parameters of a run, shared by every seed (and shipped to Dask workers)."""
+
+    A: np.ndarray
+    n_steps: int
+    design: object
+    chunk_steps: int
+    rng: str
+    save_trajectory: bool = False
+    dtype: str = "float32"
+    checkpoint_seconds: float = 5.0
+    target_se: float | None = None
+
+
+def _snapshot(simulation, moments):
+    """Everything a resume needs, as plain arrays."""
+    arrays = moments.to_arrays()
+    arrays.update(state=simulation.state.copy(), mt=simulation.mt.copy(),
+                  mt_pos=simulation.mt_pos.copy(), gauss=simulation.gauss.copy())
+    return arrays
+
+
+def _restore(simulation, arrays):
+    simulation.state[:] = arrays["state"]
+    simulation.mt[:] = arrays["mt"]
+    simulation.mt_pos[:] = arrays["mt_pos"]
+    simulation.gauss[:] = arrays["gauss"]
+    return CrossMoments.from_arrays(arrays)
+
+
+def _convergence_point(moments, A):
+    stderr = moments.stderr()
+    return {
+        "samples": int(moments.count),
+        "score": None if A is None else _finite_or_none(score(moments.correlation(), A)),
+        "mean_se": _finite_or_none(float(np.nanmean(stderr)) if np.isfinite(stderr).any() else float("nan")),
+    }
+
+
+def _finite_or_none(value):
+    return float(value) if np.isfinite(value) else None
+
+
+def _run_seed(plan, seed, seed_store=None, progress=None):
+    """Stream one seed's chunks, resuming from and writing checkpoints when given a store.
+
+    Returns (moments, steps_done, seconds, convergence, resumed_from_chunk).
+    """
+    began = time.perf_counter()
+    simulation = _Simulation(plan.A, plan.n_steps, plan.design, seed, plan.chunk_steps, plan.rng)
+    n = simulation.n
+    total = CrossMoments(n, n)
+    first_chunk, convergence, stopped_at = 0, [], None
+    if seed_store is not None:
+        checkpoint = seed_store.read_checkpoint()
+        if checkpoint is not None:
+            total = _restore(simulation, checkpoint["arrays"])
+            first_chunk = checkpoint["next_chunk"]
+            convergence = checkpoint.get("convergence", [])
+            stopped_at = checkpoint.get("stopped_at")
+    next_mark = 2 ** int(np.ceil(np.log2(max(convergence[-1]["samples"] * 2, 1)))) if convergence else 1
+    if plan.save_trajectory:
+        rows = min(plan.chunk_steps, plan.n_steps)
+        buffers = (np.empty((rows, n)), np.empty((rows, n)), np.empty(rows, dtype=np.bool_))
+    last_checkpoint = time.perf_counter()
+    chunk = first_chunk
+    while stopped_at is None and chunk < simulation.n_chunks:
+        start, stop = simulation.chunk_bounds(chunk)
+        trajectory = None
+        if plan.save_trajectory:
+            trajectory = tuple(buffer[: stop - start] for buffer in buffers)
+        total = total.merge(simulation.advance(chunk, trajectory))
+        if trajectory is not None:
+            activity, stimulation, clamped = trajectory
+            seed_store.write_trajectory(
+                start, activity.astype(plan.dtype), stimulation.astype(np.uint8), clamped
+            )
+        chunk += 1
+        if total.count >= next_mark:
+            convergence.append(_convergence_point(total, plan.A))
+            while next_mark <= total.count:
+                next_mark *= 2
+        if plan.target_se is not None:
+            mean_se = np.nanmean(total.stderr()) if total.count > 2 else np.inf
+            if np.isfinite(mean_se) and mean_se <= plan.target_se:
+                stopped_at = stop
+        finished = stopped_at is not None or chunk == simulation.n_chunks
+        if seed_store is not None and (
+            finished or time.perf_counter() - last_checkpoint >= plan.checkpoint_seconds
+        ):
+            seed_store.write_checkpoint(
+                chunk, _snapshot(simulation, total),
+                {"convergence": convergence, "stopped_at": stopped_at,
+                 "steps_done": stop},
+            )
+            last_checkpoint = time.perf_counter()
+        if progress is not None:
+            progress(stop, plan.n_steps)
+    if not convergence or convergence[-1]["samples"] != total.count:
+        convergence.append(_convergence_point(total, plan.A))
+    steps_done = stopped_at if stopped_at is not None else plan.n_steps
+    return total, steps_done, time.perf_counter() - began, convergence, first_chunk
+
+
+def run(A, n_steps, *, design=Perturbation(), seed=0, chunk_steps=None, rng="default", progress=None,
+        store=None, save_trajectory=False, dtype="float32", resume=False, overwrite=False,
+        checkpoint_seconds=5.0):
     """Simulate ``x_{t+1} = sigmoid(A x_t + eps_t)`` under ``design`` and stream its estimate.
 
     Nothing of size ``n_steps`` is allocated: each chunk of steps is simulated by Numba
@@ -180,13 +291,28 @@ def run(A, n_steps, *, design=Perturbation(), seed=0, chunk_steps=None, rng="def
         In ``[0, 2**32)``. Chunk ``k`` draws from its own stream derived from ``(seed, k)``.
     chunk_steps : int, optional
         Steps per chunk; defaults to :func:`default_chunk_steps`. Results depend on it
-        (it fixes the random streams) but never on threads or workers.
+        (it fixes the random streams) but never on threads, workers or resumes.
     rng : {"default", "legacy"}
         "legacy" reproduces ``np.random.seed(seed)`` followed by the tutorial's
         ``simulate_neurons_perturb(A, n_steps)`` (or ``simulate_neurons`` when observing)
         draw for draw.
     progress : callable, optional
         Called after every chunk as ``progress(steps_done, n_steps)``.
+    store : str, os.PathLike or zarr store, optional
+        Zarr v3 store for checkpoints, estimates and (with ``save_trajectory``) the
+        trajectory. A path or URL opens with :func:`zarr.open_group`.
+    save_trajectory : bool
+        Write ``activity``, ``stimulation`` and ``clamped`` ``(T, n)`` arrays to the store.
+    dtype : {"float32", "float64"}
+        Storage type of ``activity``.
+    resume : bool
+        Continue the run already in ``store`` (after a crash, kill or Ctrl-C). Refused
+        if any parameter differs; a finished run just returns its result.
+    overwrite : bool
+        Replace a run already in ``store`` instead of refusing.
+    checkpoint_seconds : float
+        Checkpoint after a chunk when at least this long has passed since the last
+        checkpoint (so after every chunk when chunks are long). ``0`` checkpoints every chunk.
 
     Returns
     -------
@@ -196,18 +322,69 @@ def run(A, n_steps, *, design=Perturbation(), seed=0, chunk_steps=None, rng="def
     A, n_steps, design, seed, chunk_steps, rng = _check_run_arguments(
         A, n_steps, design, seed, chunk_steps, rng, progress
     )
-    began = time.perf_counter()
-    simulation = _Simulation(A, n_steps, design, seed, chunk_steps, rng)
-    total = CrossMoments(simulation.n, simulation.n)
-    for chunk in range(simulation.n_chunks):
-        total = total.merge(simulation.advance(chunk))
-        if progress is not None:
-            progress(simulation.chunk_bounds(chunk)[1], n_steps)
-    parameters = {
-        "design": design.to_dict(), "seed": seed, "rng": rng,
-        "chunk_steps": chunk_steps, "n_neurons": simulation.n,
+    plan = _Plan(A, n_steps, design, chunk_steps, rng, bool(save_trajectory),
+                 _check_storage(store, save_trajectory, dtype, resume, overwrite),
+                 _check_checkpoint_seconds(checkpoint_seconds))
+    parameters = _parameters(plan, [seed])
+    if store is None:
+        moments, steps_done, seconds, convergence, _ = _run_seed(plan, seed, progress=progress)
+        return Result(moments, steps_done, seconds, {**parameters, "seed": seed, "convergence": convergence})
+    with StoreLock.for_store(store):
+        run_store = RunStore.open(store, parameters, A, resume=resume, overwrite=overwrite)
+        seed_store = run_store.seed(seed)
+        moments, steps_done, seconds, convergence, resumed = _run_seed(plan, seed, seed_store, progress)
+        seed_store.write_estimates(moments)
+        run_store.write_estimates(moments)
+    return Result(moments, steps_done, seconds, {
+        **parameters, "seed": seed, "convergence": convergence, "resumed_from_chunk": resumed,
+        "store": describe_store(store),
+    })
+
+
+def _check_storage(store, save_trajectory, dtype, resume, overwrite):
+    for name, value in (("save_trajectory", save_trajectory), ("resume", resume), ("overwrite", overwrite)):
+        if not isinstance(value, (bool, np.bool_)):
+            raise TypeError(f"{name} must be True or False, got {value!r}")
+    if store is None and (save_trajectory or resume):
+        flag = "save_trajectory" if save_trajectory else "resume"
+        raise ValueError(f"{flag}=True needs a store, got store=None")
+    if resume and overwrite:
+        raise ValueError("resume=True and overwrite=True contradict each other; choose one")
+    if not isinstance(dtype, str) or dtype not in DTYPES:
+        dtype = np.dtype(dtype).name if isinstance(dtype, type) and dtype in (np.float32, np.float64) else dtype
+        if dtype not in DTYPES:
+            raise ValueError(f"dtype must be one of {DTYPES}, got {dtype!r}")
+    return dtype
+
+
+def _check_checkpoint_seconds(value):
+    value = check_real(value, "checkpoint_seconds")
+    if value < 0:
+        raise ValueError(f"checkpoint_seconds must be >= 0, got {value}")
+    return value
+
+
+def _parameters(plan, seeds):
+    """The run's parameters as stored and compared on resume (JSON-friendly)."""
+    return {
+        "n_neurons": int(plan.A.shape[0]),
+        "connectivity_sha256": connectivity_digest(plan.A),
+        "design": plan.design.to_dict(),
+        "seeds": [int(s) for s in seeds],
+        "rng": plan.rng,
+        "chunk_steps": plan.chunk_steps,
+        "n_steps": plan.n_steps,
+        "dtype": plan.dtype,
+        "save_trajectory": plan.save_trajectory,
+        "target_se": plan.target_se,
+        "package_version": _package_version(),
     }
-    return Result(total, n_steps, time.perf_counter() - began, parameters)
+
+
+def _package_version():
+    from . import __version__
+
+    return __version__
 
 
 def simulate(A, n_steps, *, design=Perturbation(), seed=0, chunk_steps=None, rng="default"):

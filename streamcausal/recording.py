@@ -1,0 +1,618 @@
+"""Out-of-core estimation from a recording: NumPy, memmap, Zarr or Dask arrays, read chunk by chunk.
+
+:func:`estimate` folds the pairs ``(stimulation[t], activity[t + lag])`` (or
+``(activity[t], activity[t + lag])`` when there is no stimulation) over the selected
+steps ``t`` into the same :class:`~streamcausal.moments.CrossMoments` that
+:func:`~streamcausal.engine.run` streams, reading windows of rows aligned to the
+recording's own chunks and never holding anything of length ``T``;
+:func:`estimate_store` does the same for arrays named in a Zarr group. Every estimate
+is ``[target, source]`` = ``(n_outputs, n_inputs)``, the orientation of ``A``.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+
+from ._validation import _describe, check_int
+from .engine import _block_size, chunk_moments, default_chunk_steps
+from .moments import CrossMoments
+from .result import Result
+
+__all__ = ["estimate", "estimate_store"]
+
+# A window of the recording is never larger than this many values just to align reads
+# with the recording's own chunks (2**24 values = 64 MB of float32).
+_MAX_ALIGNED_VALUES = 2**24
+_MAX_LISTED = 20
+
+
+# --------------------------------------------------------------------------- array sources
+
+
+class _Source:
+    """Rows ``[start, stop)`` of a time-major array of any kind, returned as NumPy."""
+
+    __slots__ = ("array", "name", "kind", "shape", "dtype", "chunk_rows")
+
+    def __init__(self, value, name: str):
+        if value is None or isinstance(value, (str, bytes)):
+            raise TypeError(f"{name} must be an array (NumPy, memmap, Zarr or Dask), got {_describe(value)}")
+        if _is_dask(value):
+            kind = "dask"
+        elif isinstance(value, np.ndarray):
+            kind = "memmap" if isinstance(value, np.memmap) else "numpy"
+        elif type(value).__module__.split(".")[0] == "zarr" and hasattr(value, "chunks"):
+            kind = "zarr"
+        elif all(hasattr(value, attr) for attr in ("shape", "dtype", "__getitem__")):
+            kind = "array"  # h5py datasets, xarray DataArrays, other duck arrays
+        else:
+            try:
+                value = np.asarray(value)
+            except Exception as error:  # ragged lists and other non-arrays
+                raise TypeError(f"{name} must be a numeric array, got {_describe(value)}") from error
+            kind = "numpy"
+        try:
+            dtype = np.dtype(value.dtype)
+        except TypeError as error:
+            raise TypeError(f"{name} must have a numeric dtype, got dtype {value.dtype!r}") from error
+        if dtype == object or not (np.issubdtype(dtype, np.number) or np.issubdtype(dtype, np.bool_)):
+            raise TypeError(f"{name} must have a numeric dtype, got dtype {dtype}")
+        if np.issubdtype(dtype, np.complexfloating):
+            raise TypeError(f"{name} must be real, got complex dtype {dtype}")
+        self.array, self.name, self.kind, self.dtype = value, name, kind, dtype
+        if any(isinstance(size, float) and math.isnan(size) for size in value.shape):
+            raise ValueError(f"{name} must have a known shape, got {value.shape} (call compute_chunk_sizes())")
+        self.shape = tuple(int(size) for size in value.shape)
+        self.chunk_rows = self._chunk_rows()
+
+    def _chunk_rows(self) -> int:
+        """Length along time of the array's own storage chunks (1 for in-memory arrays)."""
+        if self.kind in ("numpy", "memmap") or not self.shape:
+            return 1
+        shards = getattr(self.array, "shards", None)  # Zarr 3 sharding: a shard is the unit of I/O
+        chunks = shards if shards else getattr(self.array, "chunks", None)
+        try:
+            first = chunks[0]
+            first = first[0] if isinstance(first, tuple) else first  # Dask: tuple of block lengths
+            return max(1, int(first))
+        except (TypeError, IndexError, ValueError):
+            return 1
+
+    @property
+    def is_float(self) -> bool:
+        return bool(np.issubdtype(self.dtype, np.floating))
+
+    def read(self, start: int, stop: int) -> np.ndarray:
+        if self.kind in ("numpy", "memmap"):
+            return self.array[start:stop]
+        if self.kind == "dask":
+            return np.asarray(self.array[start:stop].compute())
+        return np.asarray(self.array[start:stop])
+
+    def describe(self) -> str:
+        shape = "x".join(map(str, self.shape))
+        if self.kind == "zarr":
+            where = getattr(self.array, "store_path", None)
+            return f"zarr array {where} ({shape} {self.dtype}, chunks {self.array.chunks})"
+        if self.kind == "memmap":
+            return f"numpy memmap {getattr(self.array, 'filename', None)} ({shape} {self.dtype})"
+        if self.kind == "dask":
+            return f"dask array ({shape} {self.dtype}, chunksize {self.array.chunksize})"
+        if self.kind == "array":
+            return f"{type(self.array).__module__}.{type(self.array).__name__} ({shape} {self.dtype})"
+        return f"numpy array ({shape} {self.dtype})"
+
+
+def _is_dask(value) -> bool:
+    return hasattr(value, "__dask_graph__") and hasattr(value, "compute") and hasattr(value, "chunks")
+
+
+# --------------------------------------------------------------------------- step selections
+
+
+class _Selection:
+    """Which steps ``t`` are perturbation steps: all, a range, sorted indices or a mask source."""
+
+    def __init__(self, steps, n_steps: int):
+        self.mask: _Source | None = None
+        self.range: range | None = None
+        self.index: np.ndarray | None = None
+        if steps is None:
+            self.range = range(0, n_steps)
+            self.description = "all"
+            return
+        if isinstance(steps, slice):
+            selected = range(*steps.indices(n_steps))
+            self.range = selected if selected.step > 0 else selected[::-1]
+            self.description = f"slice({steps.start}, {steps.stop}, {steps.step})"
+            return
+        if isinstance(steps, (list, tuple, range)):
+            steps = np.asarray(steps)
+        source = _Source(steps, "steps")
+        if len(source.shape) != 1:
+            raise ValueError(
+                f"steps must be 1-D (a boolean mask of length T={n_steps} or an index array), "
+                f"got shape {source.shape}"
+            )
+        if source.dtype == np.bool_:
+            if source.shape[0] != n_steps:
+                raise ValueError(
+                    f"steps mask must have the length of activity, T={n_steps}, got length {source.shape[0]}"
+                )
+            self.mask = source
+            self.description = f"mask: {source.describe()}"
+            return
+        if source.shape[0] == 0:  # np.asarray([]) is float64: an empty selection either way
+            self.index = np.empty(0, dtype=np.int64)
+        elif not np.issubdtype(source.dtype, np.integer):
+            raise TypeError(
+                "steps must be a boolean mask, a slice or an integer index array, "
+                f"got dtype {source.dtype}"
+            )
+        else:
+            # An index array is as long as the selection the user chose; it is read whole.
+            index = source.read(0, source.shape[0]).astype(np.int64, copy=False)
+            outside = (index < 0) | (index >= n_steps)
+            if outside.any():
+                k = int(np.argmax(outside))
+                raise ValueError(f"steps must be indices in [0, {n_steps}), got {index[k]} at steps[{k}]")
+            if index.shape[0] > 1:
+                not_increasing = np.diff(index) <= 0
+                if not_increasing.any():
+                    k = int(np.argmax(not_increasing)) + 1
+                    raise ValueError(
+                        "steps index array must be sorted and unique (strictly increasing), "
+                        f"got steps[{k}]={index[k]} after steps[{k - 1}]={index[k - 1]}"
+                    )
+            self.index = index
+        self.description = f"index array of {source.shape[0]} steps"
+
+    def select(self, lo: int, hi: int, mask_pieces):
+        """The selected steps in ``[lo, hi)``: a range of absolute ``t`` or an int64 array of them."""
+        if self.range is not None:
+            r = self.range
+            first = max(r.start, lo)
+            first = r.start + -(-(first - r.start) // r.step) * r.step
+            return range(first, max(first, min(r.stop, hi)), r.step)
+        if self.index is not None:
+            i0, i1 = np.searchsorted(self.index, (lo, hi))
+            return self.index[i0:i1]
+        parts = []
+        for row0, piece in mask_pieces:
+            a, b = max(lo, row0), min(hi, row0 + piece.shape[0])
+            if b > a:
+                parts.append(np.flatnonzero(piece[a - row0 : b - row0]) + a)
+        if not parts:
+            return np.empty(0, dtype=np.int64)
+        return parts[0] if len(parts) == 1 else np.concatenate(parts)
+
+
+def _count(selected) -> int:
+    return len(selected)
+
+
+def _gather(pieces, shift: int, selected, out: np.ndarray) -> None:
+    """``out[k] = rows[selected[k] + shift]``, with rows spread over ``pieces`` = [(row0, array)]."""
+    k = 0
+    for row0, piece in pieces:
+        row1 = row0 + piece.shape[0]
+        if isinstance(selected, range):
+            r = selected
+            # the steps of r whose rows t + shift fall in [row0, row1)
+            first = max(r.start, row0 - shift)
+            first = r.start + -(-(first - r.start) // r.step) * r.step
+            stop = min(r.stop, row1 - shift)
+            if stop <= first:
+                continue
+            m = len(range(first, stop, r.step))
+            a = first + shift - row0
+            out[k : k + m] = piece[a : a + (m - 1) * r.step + 1 : r.step]
+        else:
+            i0, i1 = np.searchsorted(selected, (row0 - shift, row1 - shift))
+            m = int(i1 - i0)
+            if m == 0:
+                continue
+            out[k : k + m] = piece[selected[i0:i1] + (shift - row0)]
+        k += m
+
+
+# --------------------------------------------------------------------------- checks
+
+
+def _check_arguments(activity, stimulation, lag, chunk_steps, progress, binary, skip_nonfinite):
+    activity = _Source(activity, "activity")
+    if len(activity.shape) != 2:
+        raise ValueError(f"activity must be 2-D (T, n), time-major, got shape {activity.shape}")
+    n_steps, n = activity.shape
+    if n == 0:
+        raise ValueError(f"activity must have at least one neuron (column), got shape {activity.shape}")
+    if stimulation is not None:
+        stimulation = _Source(stimulation, "stimulation")
+        if len(stimulation.shape) != 2:
+            raise ValueError(f"stimulation must be 2-D (T, n_inputs), time-major, got shape {stimulation.shape}")
+        if stimulation.shape[0] != n_steps:
+            raise ValueError(
+                "stimulation must have as many steps (rows) as activity, "
+                f"got stimulation shape {stimulation.shape} and activity shape {activity.shape}"
+            )
+        if stimulation.shape[1] == 0:
+            raise ValueError(f"stimulation must have at least one column, got shape {stimulation.shape}")
+    lag = check_int(lag, "lag", minimum=1)
+    if lag >= n_steps:
+        raise ValueError(f"lag must be < the number of steps T={n_steps} of activity, got lag={lag}")
+    if chunk_steps is not None:
+        chunk_steps = check_int(chunk_steps, "chunk_steps", minimum=1)
+    if progress is not None and not callable(progress):
+        raise TypeError(f"progress must be callable or None, got {_describe(progress)}")
+    for name, flag in (("binary", binary), ("skip_nonfinite", skip_nonfinite)):
+        if not isinstance(flag, (bool, np.bool_)):
+            raise TypeError(f"{name} must be True or False, got {_describe(flag)}")
+    return activity, stimulation, lag, chunk_steps
+
+
+def _default_chunk_steps(sources, width: int) -> int:
+    """About 2**21 values per window, a multiple of the recording's own chunk length when it can be."""
+    target = default_chunk_steps(width)
+    align = sources[0].chunk_rows
+    for source in sources[1:]:
+        joint = math.lcm(align, source.chunk_rows)
+        if joint * width <= _MAX_ALIGNED_VALUES:
+            align = joint
+    if align * width > _MAX_ALIGNED_VALUES:
+        return target
+    return max(1, round(target / align)) * align
+
+
+def _nonfinite_rows(buffer: np.ndarray) -> np.ndarray | None:
+    """Boolean per row (True where a value is NaN or inf), or None when every value is finite."""
+    if np.isfinite(buffer).all():
+        return None
+    return ~np.isfinite(buffer).all(axis=1)
+
+
+def _first_bad(buffer, bad_rows, times):
+    k = int(np.argmax(bad_rows))
+    column = int(np.argmax(~np.isfinite(buffer[k])))
+    return int(times[k]), column, buffer[k, column]
+
+
+def _times(selected) -> np.ndarray:
+    return np.arange(selected.start, selected.stop, selected.step) if isinstance(selected, range) else selected
+
+
+def _check_binary(inputs: np.ndarray, dtype: np.dtype, selected) -> None:
+    if dtype == np.bool_:
+        return
+    if np.issubdtype(dtype, np.integer):
+        ok = inputs.max() <= 1 and (np.issubdtype(dtype, np.unsignedinteger) or inputs.min() >= 0)
+        if ok:
+            return
+    bad = (inputs != 0) & (inputs != 1)
+    if not bad.any():
+        return
+    k = int(np.argmax(bad.any(axis=1)))
+    column = int(np.argmax(bad[k]))
+    t = int(_times(selected)[k])
+    raise ValueError(
+        f"stimulation must hold only 0 and 1 (binary=True), got {inputs[k, column]!r} at "
+        f"stimulation[{t}, {column}]; pass binary=False to use real-valued clamps"
+    )
+
+
+# --------------------------------------------------------------------------- estimate
+
+
+def estimate(
+    activity,
+    stimulation=None,
+    *,
+    steps=None,
+    lag=1,
+    chunk_steps=None,
+    progress=None,
+    skip_nonfinite=False,
+    binary=True,
+) -> Result:
+    """Estimate connectivity from a recording of any length, reading it chunk by chunk.
+
+    The samples are the pairs ``(stimulation[t], activity[t + lag])`` over the selected
+    steps ``t`` with ``t + lag < T`` (with ``stimulation=None``, the observational pairs
+    ``(activity[t], activity[t + lag])``). They are folded into the same
+    :class:`~streamcausal.moments.CrossMoments` as :func:`~streamcausal.engine.run`, one
+    window of rows at a time, merged in window order, so the result is deterministic and
+    peak memory does not depend on ``T``.
+
+    Parameters
+    ----------
+    activity : array, shape (T, n)
+        Time-major states: NumPy array, ``np.memmap``, Zarr array, Dask array, or any
+        array with ``shape``, ``dtype`` and slicing (h5py, xarray). Any real dtype.
+    stimulation : array, shape (T, n_inputs), optional
+        The stimulation pattern (0/1 or clamped values) of each step, same kinds as
+        ``activity``. ``None`` uses ``activity[t]`` as the inputs.
+    steps : None, slice, array of bool, shape (T,), or array of int, shape (k,)
+        The perturbation steps ``t``: all steps (``None``), a slice, a boolean mask
+        (read window by window, any of the array kinds above), or sorted, unique
+        indices in ``[0, T)``. Steps with ``t + lag >= T`` have no outcome and are left out.
+    lag : int
+        Steps from input to outcome, ``1 <= lag < T``.
+    chunk_steps : int, optional
+        Rows per window. By default about ``2**21`` values, rounded to a multiple of the
+        recording's own chunk (shard) length along time so that every stored chunk is
+        decoded once. Any value gives the same estimate up to rounding.
+    progress : callable, optional
+        Called after every window as ``progress(steps_done, T)``.
+    skip_nonfinite : bool
+        By default a NaN or inf in a row that enters a selected pair raises ValueError
+        naming the array and the time index. With True such pairs are dropped and counted
+        in ``result.parameters["skipped_pairs"]``. Rows that enter no pair are not read for
+        this check.
+    binary : bool
+        With True (default) the stimulation must hold only 0 and 1 on the selected steps
+        (bool, integer or float dtype); set False for real-valued clamps. Ignored when
+        ``stimulation`` is None.
+
+    Returns
+    -------
+    Result
+        ``.correlation``, ``.effect``, ``.stderr`` of shape ``(n, n_inputs)``,
+        ``[target, source]`` (``A``'s orientation); ``n_steps = T``. With no pair at all
+        (an empty selection) the moments are empty and every estimate is NaN; this is
+        not an error. ``parameters`` records lag, chunk_steps, skipped_pairs and the
+        sources.
+
+    Raises
+    ------
+    TypeError
+        Non-array or non-numeric inputs, complex data, a ``steps`` of the wrong kind.
+    ValueError
+        Wrong dimensions, mismatched lengths, ``lag`` not in ``[1, T)``, unsorted or
+        out-of-range ``steps``, non-finite data (unless skipped), non-binary stimulation.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> rng = np.random.default_rng(0)
+    >>> stim = rng.integers(0, 2, size=(1000, 3), dtype=np.uint8)
+    >>> act = np.roll(stim, 1, axis=0) + 0.1 * rng.normal(size=(1000, 3))
+    >>> result = estimate(act, stim, steps=slice(0, None, 2))
+    >>> result.effect.shape, result.n_samples
+    ((3, 3), 500)
+    """
+    activity, stimulation, lag, chunk_steps = _check_arguments(
+        activity, stimulation, lag, chunk_steps, progress, binary, skip_nonfinite
+    )
+    n_steps, n = activity.shape
+    selection = _Selection(steps, n_steps)
+    began = time.perf_counter()
+    inputs_source = stimulation if stimulation is not None else activity
+    n_in = inputs_source.shape[1]
+    sources = [activity] + [s for s in (stimulation, selection.mask) if s is not None]
+    if chunk_steps is None:
+        chunk_steps = _default_chunk_steps(sources, max(n, n_in))
+    check_binary = stimulation is not None and bool(binary)
+
+    # Rows [s, e) of every array are read once, in order. Pairs t in [s - lag, e - lag)
+    # are folded with the window: outcomes are rows [s, e); inputs are rows t, taken from
+    # the last `lag` rows of the previous window (carried) and this one. When lag exceeds
+    # chunk_steps the input rows are read directly instead of carrying lag rows.
+    carry_mode = lag <= chunk_steps
+    input_sources = [inputs_source] + ([selection.mask] if selection.mask is not None else [])
+    n_windows = -(-n_steps // chunk_steps)
+    window_rows = min(chunk_steps, n_steps)
+    inputs_buffer = np.empty((window_rows, n_in))
+    outputs_buffer = np.empty((window_rows, n))
+    block_size = _block_size(n)
+    total = CrossMoments(n_in, n)
+    skipped = 0
+
+    def read_window(w):
+        s, e = w * chunk_steps, min((w + 1) * chunk_steps, n_steps)
+        blocks = {id(source): source.read(s, e) for source in sources}
+        if not carry_mode:
+            lo, hi = max(s - lag, 0), e - lag
+            for source in input_sources:
+                blocks[("direct", id(source))] = source.read(lo, hi) if hi > lo else None
+        return s, e, blocks
+
+    carried = {id(source): (0, None) for source in input_sources}
+    workers = ThreadPoolExecutor(max_workers=1, thread_name_prefix="streamcausal-read")
+    try:
+        pending = workers.submit(read_window, 0)
+        for w in range(n_windows):
+            s, e, blocks = pending.result()
+            if w + 1 < n_windows:
+                pending = workers.submit(read_window, w + 1)  # read ahead while we compute
+            lo, hi = max(s - lag, 0), e - lag
+            pieces = {}
+            for source in input_sources:
+                if carry_mode:
+                    row0, tail = carried[id(source)]
+                    block = blocks[id(source)]
+                    pieces[id(source)] = ([(row0, tail)] if tail is not None else []) + [(s, block)]
+                    keep_from = max(e - lag, 0)  # the next window's first input row
+                    if keep_from >= s:
+                        carried[id(source)] = (keep_from, block[keep_from - s :].copy())
+                    else:  # a window shorter than lag: keep part of the old tail too
+                        carried[id(source)] = (keep_from, np.concatenate([tail[keep_from - row0 :], block]))
+                elif hi > lo:
+                    pieces[id(source)] = [(lo, blocks[("direct", id(source))])]
+            if hi > lo:
+                mask_pieces = pieces[id(selection.mask)] if selection.mask is not None else None
+                selected = selection.select(lo, hi, mask_pieces)
+                k = _count(selected)
+            else:
+                k = 0
+            if k:
+                inputs = inputs_buffer[:k]
+                outputs = outputs_buffer[:k]
+                _gather(pieces[id(inputs_source)], 0, selected, inputs)
+                _gather([(s, blocks[id(activity)])], lag, selected, outputs)
+                bad_in = _nonfinite_rows(inputs) if inputs_source.is_float else None
+                bad_out = _nonfinite_rows(outputs) if activity.is_float else None
+                if bad_in is not None or bad_out is not None:
+                    if not skip_nonfinite:
+                        _raise_nonfinite(inputs, bad_in, outputs, bad_out, selected, lag, stimulation is None)
+                    bad = np.zeros(k, dtype=bool)
+                    for rows in (bad_in, bad_out):
+                        if rows is not None:
+                            bad |= rows
+                    keep = ~bad
+                    skipped += int(bad.sum())
+                    if isinstance(selected, range):
+                        selected = _times(selected)
+                    selected = selected[keep]
+                    k = int(keep.sum())
+                    inputs[:k] = inputs[keep]
+                    outputs[:k] = outputs[keep]
+                    inputs, outputs = inputs_buffer[:k], outputs_buffer[:k]
+                if check_binary and k:
+                    _check_binary(inputs, stimulation.dtype, selected)
+                if k:
+                    total += chunk_moments(inputs, outputs, block_size)
+            if progress is not None:
+                progress(e, n_steps)
+    finally:
+        workers.shutdown(wait=True, cancel_futures=True)
+
+    parameters = {
+        "source": "recording",
+        "activity": activity.describe(),
+        "stimulation": None if stimulation is None else stimulation.describe(),
+        "steps": selection.description,
+        "lag": lag,
+        "chunk_steps": chunk_steps,
+        "binary": bool(binary) if stimulation is not None else None,
+        "skip_nonfinite": bool(skip_nonfinite),
+        "skipped_pairs": skipped,
+        "n_neurons": n,
+        "n_inputs": n_in,
+    }
+    return Result(total, n_steps, time.perf_counter() - began, parameters)
+
+
+def _raise_nonfinite(inputs, bad_in, outputs, bad_out, selected, lag, observational):
+    times = _times(selected)
+    found = []
+    if bad_in is not None:
+        t, column, value = _first_bad(inputs, bad_in, times)
+        found.append((t, column, value, "activity" if observational else "stimulation"))
+    if bad_out is not None:
+        t, column, value = _first_bad(outputs, bad_out, times)
+        found.append((t + lag, column, value, "activity"))
+    t, column, value, name = min(found)
+    raise ValueError(
+        f"{name} must be finite, got {value} at time index {t} ({name}[{t}, {column}]); "
+        "pass skip_nonfinite=True to drop the pairs that use non-finite rows"
+    )
+
+
+# --------------------------------------------------------------------------- stores
+
+
+def estimate_store(
+    store,
+    activity="activity",
+    stimulation="stimulation",
+    steps="clamped",
+    *,
+    lag=1,
+    chunk_steps=None,
+    progress=None,
+    skip_nonfinite=False,
+    binary=True,
+) -> Result:
+    """Estimate connectivity from arrays named in a Zarr group, e.g. a saved run's trajectory.
+
+    Parameters
+    ----------
+    store : str, os.PathLike, zarr store or zarr.Group
+        Where the recording is: a path or URL that ``zarr.open_group`` accepts (opened
+        read-only), a Zarr store, or an open group.
+    activity : str
+        Path of the ``(T, n)`` activity array inside the group, e.g. ``"seed_0/activity"``.
+    stimulation : str or None
+        Path of the ``(T, n_inputs)`` stimulation array; None for observational pairs.
+    steps : str or None
+        Path of the ``(T,)`` boolean mask (or integer index array) of perturbation steps;
+        None for all steps.
+    lag, chunk_steps, progress, skip_nonfinite, binary
+        As in :func:`estimate`.
+
+    Returns
+    -------
+    Result
+        As :func:`estimate`, ``[target, source]``; ``parameters["store"]`` names the store.
+
+    Raises
+    ------
+    ValueError
+        No group at ``store``, or a named array missing (the message lists the arrays
+        that are there), plus everything :func:`estimate` raises.
+    """
+    import zarr
+
+    if isinstance(store, zarr.Array):
+        raise TypeError(
+            f"store must be a Zarr group, path or store, got the array {store.store_path}; "
+            "pass arrays to estimate() instead"
+        )
+    if isinstance(store, zarr.Group):
+        group = store
+    else:
+        if isinstance(store, (str, os.PathLike)):
+            store = os.fspath(store)
+        try:
+            group = zarr.open_group(store, mode="r")
+        except (FileNotFoundError, KeyError) as error:
+            raise ValueError(f"store must hold a Zarr group, found none at {_describe(store)}") from error
+    where = str(group.store_path)
+    arrays = {}
+    for argument, name, optional in (
+        ("activity", activity, False),
+        ("stimulation", stimulation, True),
+        ("steps", steps, True),
+    ):
+        if name is None and optional:
+            arrays[argument] = None
+            continue
+        if not isinstance(name, str):
+            kind = "a string or None" if optional else "a string"
+            raise TypeError(f"{argument} must be {kind} naming an array in the store, got {_describe(name)}")
+        arrays[argument] = _lookup(group, name, argument, where)
+    result = estimate(
+        arrays["activity"],
+        arrays["stimulation"],
+        steps=arrays["steps"],
+        lag=lag,
+        chunk_steps=chunk_steps,
+        progress=progress,
+        skip_nonfinite=skip_nonfinite,
+        binary=binary,
+    )
+    result.parameters["store"] = where
+    result.parameters["arrays"] = {"activity": activity, "stimulation": stimulation, "steps": steps}
+    return result
+
+
+def _lookup(group, name: str, argument: str, where: str):
+    import zarr
+
+    try:
+        node = group[name]
+    except KeyError:
+        node = None
+    if isinstance(node, zarr.Array):
+        return node
+    present = sorted(path for path, member in group.members(max_depth=None) if isinstance(member, zarr.Array))
+    listed = ", ".join(present[:_MAX_LISTED]) + (f", ... ({len(present)} in all)" if len(present) > _MAX_LISTED else "")
+    what = "is a group, not an array" if node is not None else "not found"
+    raise ValueError(
+        f"{argument} array {name!r} {what} in the Zarr store {where}; "
+        f"arrays there: {listed or 'none'}"
+    )
