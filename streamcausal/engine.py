@@ -6,6 +6,8 @@ estimates returned are ``[target, source]``. Arrays are time-major ``(T, n)``.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import time
 from dataclasses import dataclass
 
@@ -210,16 +212,35 @@ def _finite_or_none(value):
     return float(value) if np.isfinite(value) else None
 
 
-def _run_seed(plan, seed, seed_store=None, progress=None):
+# Per-seed snapshots of the moments at doubling sample counts are kept (for the merged
+# convergence curve) only while they stay small.
+_SNAPSHOT_PAIRS = 256 * 256
+
+
+@dataclass
+class SeedOutcome:
+    """What one seed's stream produced (also what a Dask task sends back)."""
+
+    seed: int
+    moments: CrossMoments
+    steps_done: int
+    seconds: float
+    convergence: list
+    snapshots: dict
+    resumed_from_chunk: int
+
+
+def _run_seed(plan, seed, seed_store=None, on_chunk=None):
     """Stream one seed's chunks, resuming from and writing checkpoints when given a store.
 
-    Returns (moments, steps_done, seconds, convergence, resumed_from_chunk).
+    ``on_chunk(steps_done, moments)`` is called after every chunk.
     """
     began = time.perf_counter()
     simulation = _Simulation(plan.A, plan.n_steps, plan.design, seed, plan.chunk_steps, plan.rng)
     n = simulation.n
+    keep_snapshots = n * n <= _SNAPSHOT_PAIRS
     total = CrossMoments(n, n)
-    first_chunk, convergence, stopped_at = 0, [], None
+    first_chunk, convergence, snapshots, stopped_at = 0, [], {}, None
     if seed_store is not None:
         checkpoint = seed_store.read_checkpoint()
         if checkpoint is not None:
@@ -227,7 +248,12 @@ def _run_seed(plan, seed, seed_store=None, progress=None):
             first_chunk = checkpoint["next_chunk"]
             convergence = checkpoint.get("convergence", [])
             stopped_at = checkpoint.get("stopped_at")
-    next_mark = 2 ** int(np.ceil(np.log2(max(convergence[-1]["samples"] * 2, 1)))) if convergence else 1
+            if keep_snapshots:
+                marks = {point["samples"] for point in convergence}
+                snapshots = {k: v for k, v in seed_store.read_snapshots().items() if k in marks}
+    next_mark = 1
+    while convergence and next_mark <= convergence[-1]["samples"]:
+        next_mark *= 2
     if plan.save_trajectory:
         rows = min(plan.chunk_steps, plan.n_steps)
         buffers = (np.empty((rows, n)), np.empty((rows, n)), np.empty(rows, dtype=np.bool_))
@@ -247,11 +273,15 @@ def _run_seed(plan, seed, seed_store=None, progress=None):
         chunk += 1
         if total.count >= next_mark:
             convergence.append(_convergence_point(total, plan.A))
+            if keep_snapshots:
+                snapshots[total.count] = total.to_arrays()
+                if seed_store is not None:
+                    seed_store.write_snapshot(total.count, snapshots[total.count])
             while next_mark <= total.count:
                 next_mark *= 2
-        if plan.target_se is not None:
-            mean_se = np.nanmean(total.stderr()) if total.count > 2 else np.inf
-            if np.isfinite(mean_se) and mean_se <= plan.target_se:
+        if plan.target_se is not None and total.count > 2:
+            mean_se = np.nanmean(total.stderr()) if np.isfinite(total.stderr()).any() else np.inf
+            if mean_se <= plan.target_se:
                 stopped_at = stop
         finished = stopped_at is not None or chunk == simulation.n_chunks
         if seed_store is not None and (
@@ -259,21 +289,26 @@ def _run_seed(plan, seed, seed_store=None, progress=None):
         ):
             seed_store.write_checkpoint(
                 chunk, _snapshot(simulation, total),
-                {"convergence": convergence, "stopped_at": stopped_at,
-                 "steps_done": stop},
+                {"convergence": convergence, "stopped_at": stopped_at, "steps_done": stop},
             )
             last_checkpoint = time.perf_counter()
-        if progress is not None:
-            progress(stop, plan.n_steps)
+        if on_chunk is not None:
+            on_chunk(stop, total)
     if not convergence or convergence[-1]["samples"] != total.count:
         convergence.append(_convergence_point(total, plan.A))
     steps_done = stopped_at if stopped_at is not None else plan.n_steps
-    return total, steps_done, time.perf_counter() - began, convergence, first_chunk
+    return SeedOutcome(seed, total, steps_done, time.perf_counter() - began, convergence,
+                       snapshots, first_chunk)
+
+
+def progress_info(moments, A):
+    """What a progress display shows: samples so far, score (A known) and mean standard error."""
+    return _convergence_point(moments, A)
 
 
 def run(A, n_steps, *, design=Perturbation(), seed=0, chunk_steps=None, rng="default", progress=None,
         store=None, save_trajectory=False, dtype="float32", resume=False, overwrite=False,
-        checkpoint_seconds=5.0):
+        checkpoint_seconds=5.0, seeds=None, n_seeds=None, client=None, workers=None, target_se=None):
     """Simulate ``x_{t+1} = sigmoid(A x_t + eps_t)`` under ``design`` and stream its estimate.
 
     Nothing of size ``n_steps`` is allocated: each chunk of steps is simulated by Numba
@@ -284,11 +319,12 @@ def run(A, n_steps, *, design=Perturbation(), seed=0, chunk_steps=None, rng="def
     A : (n, n) array_like
         Connectivity, ``A[j, i]`` = weight from source ``i`` onto target ``j``.
     n_steps : int
-        Length of the trajectory, ``>= 2`` (the tutorial's ``timesteps``).
+        Length of the trajectory, ``>= 2`` (the tutorial's ``timesteps``); per seed.
     design : Perturbation or Observation
         When and how neurons are clamped. The default is the tutorial's design.
     seed : int
         In ``[0, 2**32)``. Chunk ``k`` draws from its own stream derived from ``(seed, k)``.
+        With ``n_seeds`` it is the first of the seeds ``seed, seed + 1, ...``.
     chunk_steps : int, optional
         Steps per chunk; defaults to :func:`default_chunk_steps`. Results depend on it
         (it fixes the random streams) but never on threads, workers or resumes.
@@ -297,48 +333,170 @@ def run(A, n_steps, *, design=Perturbation(), seed=0, chunk_steps=None, rng="def
         ``simulate_neurons_perturb(A, n_steps)`` (or ``simulate_neurons`` when observing)
         draw for draw.
     progress : callable, optional
-        Called after every chunk as ``progress(steps_done, n_steps)``.
+        Called after every chunk (every half second per seed with several seeds) as
+        ``progress(steps_done, total_steps)``, or ``progress(steps_done, total_steps, info)``
+        if it takes three arguments; ``info`` has ``samples``, ``score`` and ``mean_se``.
     store : str, os.PathLike or zarr store, optional
         Zarr v3 store for checkpoints, estimates and (with ``save_trajectory``) the
-        trajectory. A path or URL opens with :func:`zarr.open_group`.
+        trajectory. A path or URL opens with :func:`zarr.open_group`. With several
+        seeds on worker processes it must be a path or URL they can all reach.
     save_trajectory : bool
         Write ``activity``, ``stimulation`` and ``clamped`` ``(T, n)`` arrays to the store.
     dtype : {"float32", "float64"}
         Storage type of ``activity``.
     resume : bool
-        Continue the run already in ``store`` (after a crash, kill or Ctrl-C). Refused
-        if any parameter differs; a finished run just returns its result.
+        Continue the run already in ``store`` (after a crash, kill or Ctrl-C), each seed
+        from its own last checkpoint. Refused if any parameter differs; a finished run
+        just returns its result.
     overwrite : bool
         Replace a run already in ``store`` instead of refusing.
     checkpoint_seconds : float
         Checkpoint after a chunk when at least this long has passed since the last
         checkpoint (so after every chunk when chunks are long). ``0`` checkpoints every chunk.
+    seeds : sequence of int, optional
+        Run these independent seeds as Dask tasks and merge them in this order.
+    n_seeds : int, optional
+        Shorthand for ``seeds=range(seed, seed + n_seeds)``.
+    client : None, dask.distributed.Client or str
+        Where seeds run: ``None`` starts a ``LocalCluster`` sized to the machine, a
+        string is a scheduler address to connect to.
+    workers : int, optional
+        Worker processes of the ``LocalCluster`` started when ``client`` is None.
+    target_se : float, optional
+        Stop a seed once the mean per-edge standard error of its ``effect`` is at most
+        ``target_se * sqrt(number of seeds)`` (so the merged one is about ``target_se``),
+        or at ``n_steps``; ``steps_done`` in the result says when.
 
     Returns
     -------
     Result
-        ``.correlation``, ``.effect``, ``.stderr`` are ``[target, source]``.
+        ``.correlation``, ``.effect``, ``.stderr`` are ``[target, source]``. With several
+        seeds, ``.per_seed`` holds each seed's Result and ``.stderr_between_seeds`` the
+        seed-to-seed standard error.
     """
     A, n_steps, design, seed, chunk_steps, rng = _check_run_arguments(
         A, n_steps, design, seed, chunk_steps, rng, progress
     )
+    seed_list, several = _check_seeds(seed, seeds, n_seeds)
+    if not several and (client is not None or workers is not None):
+        raise ValueError("client and workers apply to several seeds; pass seeds=[...] or n_seeds=K")
+    target = None if target_se is None else _check_target_se(target_se, len(seed_list))
     plan = _Plan(A, n_steps, design, chunk_steps, rng, bool(save_trajectory),
                  _check_storage(store, save_trajectory, dtype, resume, overwrite),
-                 _check_checkpoint_seconds(checkpoint_seconds))
-    parameters = _parameters(plan, [seed])
-    if store is None:
-        moments, steps_done, seconds, convergence, _ = _run_seed(plan, seed, progress=progress)
-        return Result(moments, steps_done, seconds, {**parameters, "seed": seed, "convergence": convergence})
-    with StoreLock.for_store(store):
-        run_store = RunStore.open(store, parameters, A, resume=resume, overwrite=overwrite)
-        seed_store = run_store.seed(seed)
-        moments, steps_done, seconds, convergence, resumed = _run_seed(plan, seed, seed_store, progress)
-        seed_store.write_estimates(moments)
-        run_store.write_estimates(moments)
-    return Result(moments, steps_done, seconds, {
-        **parameters, "seed": seed, "convergence": convergence, "resumed_from_chunk": resumed,
-        "store": describe_store(store),
-    })
+                 _check_checkpoint_seconds(checkpoint_seconds), target)
+    parameters = _parameters(plan, seed_list)
+    parameters["target_se"] = None if target_se is None else float(target_se)
+    began = time.perf_counter()
+    tracker = _ProgressTracker(progress, seed_list, n_steps)
+    lock = StoreLock.for_store(store) if store is not None else contextlib.nullcontext()
+    with lock:
+        run_store = None
+        if store is not None:
+            run_store = RunStore.open(store, parameters, A, resume=resume, overwrite=overwrite)
+        if several:
+            from .parallel import run_seeds
+
+            store_for_workers = os.fspath(store) if isinstance(store, os.PathLike) else store
+            outcomes = run_seeds(plan, seed_list, store_for_workers if store is not None else None,
+                                 client, workers, tracker.update if progress is not None else None)
+            if progress is not None:
+                for outcome in outcomes:  # task messages are throttled; end on the exact totals
+                    tracker.update(outcome.seed, outcome.steps_done, outcome.convergence[-1])
+        else:
+            seed_store = run_store.seed(seed) if run_store is not None else None
+            on_chunk = None
+            if progress is not None:
+                on_chunk = lambda done, moments: tracker.update(seed, done, progress_info(moments, A))  # noqa: E731
+            outcomes = [_run_seed(plan, seed, seed_store, on_chunk)]
+            if seed_store is not None:
+                seed_store.write_estimates(outcomes[0].moments)
+        result = _combine(outcomes, plan, parameters, time.perf_counter() - began, several)
+        if run_store is not None:
+            run_store.write_estimates(result.moments, {"convergence": result.convergence,
+                                                       "steps_done": {str(o.seed): o.steps_done for o in outcomes}})
+            result.parameters["store"] = describe_store(store)
+    return result
+
+
+class _ProgressTracker:
+    """Sums the seeds' progress into one ``progress(done, total[, info])`` call."""
+
+    def __init__(self, progress, seeds, n_steps):
+        from .parallel import accepts_info
+
+        self.progress = progress
+        self.with_info = progress is not None and accepts_info(progress)
+        self.done = dict.fromkeys(seeds, 0)
+        self.total = n_steps * len(seeds)
+
+    def update(self, seed, steps_done, info):
+        self.done[seed] = steps_done
+        done = sum(self.done.values())
+        if self.with_info:
+            self.progress(done, self.total, dict(info, seed=seed))
+        else:
+            self.progress(done, self.total)
+
+
+def _check_seeds(seed, seeds, n_seeds):
+    if seeds is not None and n_seeds is not None:
+        raise ValueError(f"give seeds or n_seeds, not both (got seeds={seeds!r}, n_seeds={n_seeds!r})")
+    if n_seeds is not None:
+        n_seeds = check_int(n_seeds, "n_seeds", minimum=1)
+        if seed + n_seeds - 1 > 2**32 - 1:
+            raise ValueError(f"n_seeds={n_seeds} from seed={seed} runs past the largest seed 2**32 - 1")
+        return list(range(seed, seed + n_seeds)), True
+    if seeds is None:
+        return [seed], False
+    if isinstance(seeds, (str, bytes)) or not hasattr(seeds, "__iter__"):
+        raise TypeError(f"seeds must be a sequence of integers, got {seeds!r}")
+    seed_list = [check_seed(value, "seeds") for value in seeds]
+    if not seed_list:
+        raise ValueError("seeds must not be empty, got []")
+    if len(set(seed_list)) != len(seed_list):
+        raise ValueError(f"seeds must be distinct, got {seed_list}")
+    return seed_list, True
+
+
+def _check_target_se(target_se, n_seeds):
+    value = check_real(target_se, "target_se")
+    if value <= 0:
+        raise ValueError(f"target_se must be > 0, got {value}")
+    return value * float(np.sqrt(n_seeds))
+
+
+def _merged_convergence(outcomes, A):
+    """Score and mean SE of the merged moments at the marks every seed reached."""
+    if len(outcomes) == 1:
+        return outcomes[0].convergence
+    common = set.intersection(*(set(o.snapshots) for o in outcomes))
+    points = []
+    for samples in sorted(common):
+        merged = CrossMoments.from_arrays(outcomes[0].snapshots[samples])
+        for outcome in outcomes[1:]:
+            merged = merged.merge(CrossMoments.from_arrays(outcome.snapshots[samples]))
+        points.append(_convergence_point(merged, A))
+    return points
+
+
+def _combine(outcomes, plan, parameters, seconds, several):
+    """The Result of a run: per-seed Results and their merge, in the seeds' order."""
+    per_seed = {}
+    for outcome in outcomes:
+        per_seed[outcome.seed] = Result(
+            outcome.moments, outcome.steps_done, outcome.seconds,
+            {**parameters, "seed": outcome.seed, "resumed_from_chunk": outcome.resumed_from_chunk},
+            convergence=outcome.convergence,
+        )
+    merged = outcomes[0].moments
+    for outcome in outcomes[1:]:
+        merged = merged.merge(outcome.moments)
+    steps = sum(outcome.steps_done for outcome in outcomes)
+    summary = dict(parameters)
+    if not several:
+        summary.update(seed=outcomes[0].seed, resumed_from_chunk=outcomes[0].resumed_from_chunk)
+    return Result(merged, steps, seconds, summary, convergence=_merged_convergence(outcomes, plan.A),
+                  per_seed=per_seed)
 
 
 def _check_storage(store, save_trajectory, dtype, resume, overwrite):

@@ -29,6 +29,7 @@ __all__ = ["estimate", "estimate_store"]
 # with the recording's own chunks (2**24 values = 64 MB of float32).
 _MAX_ALIGNED_VALUES = 2**24
 _MAX_LISTED = 20
+_BATCH_VALUES = 2**19
 
 
 # --------------------------------------------------------------------------- array sources
@@ -189,7 +190,17 @@ class _Selection:
                 parts.append(np.flatnonzero(piece[a - row0 : b - row0]) + a)
         if not parts:
             return np.empty(0, dtype=np.int64)
-        return parts[0] if len(parts) == 1 else np.concatenate(parts)
+        return _as_range(parts[0] if len(parts) == 1 else np.concatenate(parts))
+
+
+def _as_range(index: np.ndarray):
+    """Evenly spaced indices (e.g. every other step) as a range: strided copies beat fancy indexing."""
+    if index.shape[0] < 2:
+        return index
+    step = int(index[1] - index[0])
+    if int(index[-1] - index[0]) != step * (index.shape[0] - 1) or not np.all(np.diff(index) == step):
+        return index
+    return range(int(index[0]), int(index[-1]) + 1, step)
 
 
 def _count(selected) -> int:
@@ -404,10 +415,41 @@ def estimate(
     carry_mode = lag <= chunk_steps
     input_sources = [inputs_source] + ([selection.mask] if selection.mask is not None else [])
     n_windows = -(-n_steps // chunk_steps)
-    window_rows = min(chunk_steps, n_steps)
-    inputs_buffer = np.empty((window_rows, n_in))
-    outputs_buffer = np.empty((window_rows, n))
     block_size = _block_size(n)
+    # Pairs are gathered and reduced in batches of about 2**19 values (a multiple of the
+    # kernel's block size): small float64 buffers that stay in cache, whatever the window.
+    batch_rows = max(1, _BATCH_VALUES // (max(n, n_in) * block_size)) * block_size
+    batch_rows = min(batch_rows, max(1, min(chunk_steps, n_steps)))
+    inputs_buffer = np.empty((batch_rows, n_in))
+    outputs_buffer = np.empty((batch_rows, n))
+
+    def fold(input_pieces, output_pieces, selected):
+        """Moments of one batch of pairs (None when none is left) and how many pairs were dropped."""
+        k = _count(selected)
+        inputs, outputs = inputs_buffer[:k], outputs_buffer[:k]
+        _gather(input_pieces, 0, selected, inputs)
+        _gather(output_pieces, lag, selected, outputs)
+        bad_in = _nonfinite_rows(inputs) if inputs_source.is_float else None
+        bad_out = _nonfinite_rows(outputs) if activity.is_float else None
+        dropped = 0
+        if bad_in is not None or bad_out is not None:
+            if not skip_nonfinite:
+                _raise_nonfinite(inputs, bad_in, outputs, bad_out, selected, lag, stimulation is None)
+            keep = np.ones(k, dtype=bool)
+            for rows in (bad_in, bad_out):
+                if rows is not None:
+                    keep &= ~rows
+            selected = _times(selected)[keep]
+            dropped = k - selected.shape[0]
+            k = selected.shape[0]
+            inputs[:k] = inputs[keep]
+            outputs[:k] = outputs[keep]
+            inputs, outputs = inputs_buffer[:k], outputs_buffer[:k]
+        if k == 0:
+            return None, dropped
+        if check_binary:
+            _check_binary(inputs, stimulation.dtype, selected)
+        return chunk_moments(inputs, outputs, block_size), dropped
     total = CrossMoments(n_in, n)
     skipped = 0
 
@@ -445,36 +487,13 @@ def estimate(
             if hi > lo:
                 mask_pieces = pieces[id(selection.mask)] if selection.mask is not None else None
                 selected = selection.select(lo, hi, mask_pieces)
-                k = _count(selected)
-            else:
-                k = 0
-            if k:
-                inputs = inputs_buffer[:k]
-                outputs = outputs_buffer[:k]
-                _gather(pieces[id(inputs_source)], 0, selected, inputs)
-                _gather([(s, blocks[id(activity)])], lag, selected, outputs)
-                bad_in = _nonfinite_rows(inputs) if inputs_source.is_float else None
-                bad_out = _nonfinite_rows(outputs) if activity.is_float else None
-                if bad_in is not None or bad_out is not None:
-                    if not skip_nonfinite:
-                        _raise_nonfinite(inputs, bad_in, outputs, bad_out, selected, lag, stimulation is None)
-                    bad = np.zeros(k, dtype=bool)
-                    for rows in (bad_in, bad_out):
-                        if rows is not None:
-                            bad |= rows
-                    keep = ~bad
-                    skipped += int(bad.sum())
-                    if isinstance(selected, range):
-                        selected = _times(selected)
-                    selected = selected[keep]
-                    k = int(keep.sum())
-                    inputs[:k] = inputs[keep]
-                    outputs[:k] = outputs[keep]
-                    inputs, outputs = inputs_buffer[:k], outputs_buffer[:k]
-                if check_binary and k:
-                    _check_binary(inputs, stimulation.dtype, selected)
-                if k:
-                    total += chunk_moments(inputs, outputs, block_size)
+                input_pieces = pieces[id(inputs_source)]
+                output_pieces = [(s, blocks[id(activity)])]
+                for b in range(0, _count(selected), batch_rows):
+                    moments, dropped = fold(input_pieces, output_pieces, selected[b : b + batch_rows])
+                    skipped += dropped
+                    if moments is not None:
+                        total += moments
             if progress is not None:
                 progress(e, n_steps)
     finally:

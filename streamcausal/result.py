@@ -46,19 +46,26 @@ class Result:
     moments : CrossMoments
         Inputs are the stimulation (or ``x_t`` when observing), outputs ``x_{t+lag}``.
     n_steps : int
-        Steps simulated or read.
+        Steps simulated or read (summed over seeds).
     seconds : float
         Wall time spent producing the moments.
     correlation, effect, stderr : ndarray, shape (n_outputs, n_inputs)
         ``[target, source]`` estimates, NaN where undefined (see ``undefined_edges``).
     parameters : dict
         What produced it (design, seed, rng, chunk_steps, ...), for the record.
+    convergence : list of dict
+        ``{"samples", "score", "mean_se"}`` at doubling sample counts (score None when A
+        is unknown); merged over seeds at the marks every seed reached.
+    per_seed : dict
+        ``{seed: Result}`` for a run (one entry for a single seed).
     """
 
     moments: CrossMoments
     n_steps: int
     seconds: float
     parameters: dict = field(default_factory=dict)
+    convergence: list = field(default_factory=list)
+    per_seed: dict = field(default_factory=dict)
 
     @property
     def n_samples(self) -> int:
@@ -79,6 +86,19 @@ class Result:
     @cached_property
     def stderr(self) -> np.ndarray:
         return self.moments.stderr()
+
+    @cached_property
+    def stderr_between_seeds(self) -> np.ndarray:
+        """Standard error of the merged ``effect`` from the seed-to-seed spread.
+
+        ``std(effect over seeds, ddof=1) / sqrt(K)``: a second estimate, independent of
+        the moment-based ``stderr``; NaN with fewer than two seeds.
+        """
+        effects = [r.effect for r in self.per_seed.values()]
+        if len(effects) < 2:
+            return np.full(self.moments.comoment.shape, np.nan)
+        with np.errstate(invalid="ignore"):
+            return np.std(np.stack(effects), axis=0, ddof=1) / np.sqrt(len(effects))
 
     @property
     def undefined_edges(self) -> np.ndarray:

@@ -275,6 +275,30 @@ class SeedStore:
     def write_estimates(self, moments):
         _estimate_arrays(self.group, moments)
 
+    def write_snapshot(self, samples, arrays):
+        """Moments at a convergence mark (``samples``), for the merged convergence curve."""
+        group = self.group.require_group(f"convergence/samples_{int(samples)}")
+        for name, value in arrays.items():
+            value = np.asarray(value)
+            group.create_array(name, shape=value.shape, dtype=value.dtype, overwrite=True)[...] = value
+        if self.directory is not None:
+            self._unsynced.extend(
+                p for p in (self.directory / group.path.removeprefix(self.group.path + "/")).rglob("*")
+                if p.is_file() and not p.name.endswith(".partial")
+            )
+
+    def read_snapshots(self):
+        """{samples: moment arrays} of every stored convergence mark."""
+        if "convergence" not in self.group:
+            return {}
+        snapshots = {}
+        for name, group in self.group["convergence"].groups():
+            try:
+                snapshots[int(name.removeprefix("samples_"))] = {k: v[...] for k, v in group.arrays()}
+            except (ValueError, KeyError, OSError):
+                continue
+        return snapshots
+
 
 class RunStore:
     """A run's Zarr group, created fresh or reopened for resume."""
@@ -321,6 +345,11 @@ class RunStore:
         run_store = cls(group, local_path)
         run_store._create(parameters, A)
         return run_store
+
+    @classmethod
+    def reopen(cls, store):
+        """Open an existing run store for writing, without checks (on Dask workers)."""
+        return cls(zarr.open_group(store, mode="r+"), _local_path(store))
 
     @staticmethod
     def _check_same(stored, wanted, where):

@@ -1,0 +1,147 @@
+"""Dask: independent seeds as tasks on workers, their moments merged in a fixed order.
+
+Each seed is one task that streams its own chunks (and writes its own ``seed_<s>``
+part of the store). Results are gathered and merged in the order the seeds were
+given, so the merged estimate is bit-identical whatever the number of workers.
+A task whose worker dies is re-run by Dask; with a store it resumes from that
+seed's last checkpoint, and either way it produces the same moments.
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+import queue
+import time
+import uuid
+
+from ._validation import check_int
+
+__all__ = ["open_client", "run_seeds"]
+
+_PROGRESS_INTERVAL = 0.5  # seconds between progress messages from a task
+
+
+def _thread_environment(threads: int) -> dict:
+    value = str(threads)
+    return {"NUMBA_NUM_THREADS": value, "OMP_NUM_THREADS": value,
+            "OPENBLAS_NUM_THREADS": value, "MKL_NUM_THREADS": value}
+
+
+def open_client(client=None, workers=None):
+    """Return ``(client, owned)`` for ``client``: None, a ``Client``, or a scheduler address.
+
+    ``None`` starts a ``LocalCluster`` of ``workers`` processes (default: one per core),
+    each with one task thread and ``cores // workers`` Numba/BLAS threads, so that
+    workers x threads never oversubscribe the cores. ``owned`` says whether the caller
+    must close it.
+    """
+    import distributed
+
+    if isinstance(client, distributed.Client):
+        if workers is not None:
+            raise ValueError(f"workers applies only when streamcausal starts the cluster (client=None), got workers={workers}")
+        return client, False
+    if isinstance(client, str):
+        if workers is not None:
+            raise ValueError(f"workers applies only when streamcausal starts the cluster (client=None), got workers={workers}")
+        try:
+            return distributed.Client(client, timeout="10s"), True
+        except (OSError, TimeoutError) as error:
+            raise ValueError(f"client: cannot connect to the scheduler at {client!r}: {error}") from None
+    if client is not None:
+        raise TypeError(f"client must be None, a dask.distributed.Client or a scheduler address, got {client!r}")
+    cores = os.cpu_count() or 1
+    workers = cores if workers is None else check_int(workers, "workers", minimum=1)
+    threads = max(1, cores // workers)
+    cluster = distributed.LocalCluster(
+        n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None,
+        env=_thread_environment(threads),
+    )
+    return distributed.Client(cluster), True
+
+
+def close_client(client):
+    cluster = client.cluster
+    client.close()
+    if cluster is not None:
+        cluster.close()
+
+
+def _seed_task(plan, seed, store, topic):
+    """Run one seed on a worker; the unit of work Dask schedules and, if its worker dies, re-runs."""
+    from . import engine
+    from .store import RunStore
+
+    seed_store = RunStore.reopen(store).seed(seed) if store is not None else None
+    publish = _publisher(topic, seed, plan.A)
+    outcome = engine._run_seed(plan, seed, seed_store, publish)
+    if seed_store is not None:
+        seed_store.write_estimates(outcome.moments)
+    return outcome
+
+
+def _publisher(topic, seed, A):
+    if topic is None:
+        return None
+    from distributed import get_worker
+
+    from .engine import progress_info
+
+    worker = get_worker()
+    last = [0.0]
+
+    def publish(steps_done, moments):
+        now = time.monotonic()
+        if now - last[0] >= _PROGRESS_INTERVAL:
+            last[0] = now
+            worker.log_event(topic, (seed, steps_done, progress_info(moments, A)))
+
+    return publish
+
+
+def run_seeds(plan, seeds, store, client, workers, on_progress=None):
+    """Run every seed as a Dask task; return their outcomes in the order of ``seeds``."""
+    import distributed
+
+    client, owned = open_client(client, workers)
+    topic = f"streamcausal-progress-{uuid.uuid4().hex}" if on_progress is not None else None
+    futures = []
+    messages = queue.SimpleQueue()
+    try:
+        if topic is not None:
+            client.subscribe_topic(topic, lambda event: messages.put(event[1]))
+        futures = [
+            client.submit(_seed_task, plan, seed, store, topic, pure=False,
+                          key=f"streamcausal-seed-{seed}-{uuid.uuid4().hex[:8]}")
+            for seed in seeds
+        ]
+        while topic is not None and not all(future.done() for future in futures):
+            try:
+                seed, steps_done, info = messages.get(timeout=0.2)
+            except queue.Empty:
+                continue
+            on_progress(seed, steps_done, info)  # in this thread, not the client's event loop
+        return client.gather(futures)
+    except BaseException:
+        for future in futures:
+            future.cancel()
+        raise
+    finally:
+        if topic is not None:
+            try:
+                client.unsubscribe_topic(topic)
+            except Exception:  # the client may already be closing
+                pass
+        if owned:
+            close_client(client)
+
+
+def accepts_info(callback) -> bool:
+    """Whether a progress callback takes a third ``info`` argument."""
+    try:
+        parameters = inspect.signature(callback).parameters.values()
+    except (TypeError, ValueError):
+        return False
+    positional = [p for p in parameters if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    return len(positional) >= 3 or any(p.kind == p.VAR_POSITIONAL for p in parameters)
