@@ -55,7 +55,7 @@ def open_client(client=None, workers=None):
     workers = cores if workers is None else check_int(workers, "workers", minimum=1)
     threads = max(1, cores // workers)
     cluster = distributed.LocalCluster(
-        n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None,
+        n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=":0",
         env=_thread_environment(threads),
     )
     return distributed.Client(cluster), True
