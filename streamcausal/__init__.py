@@ -10,6 +10,7 @@ from .designs import Observation, Perturbation
 from .engine import Trajectory, run, simulate
 from .moments import CrossMoments
 from .network import create_connectivity
+from .recording import estimate, estimate_store
 from .result import Result, score
 
 __version__ = "0.1.0"
@@ -22,6 +23,8 @@ __all__ = [
     "Result",
     "Trajectory",
     "create_connectivity",
+    "estimate",
+    "estimate_store",
     "run",
     "score",
     "simulate",
