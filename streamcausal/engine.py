@@ -117,47 +117,85 @@ class _Simulation:
         return (last + self.every - 1) // self.every - (start + self.every - 1) // self.every
 
     def advance(self, chunk, trajectory=None):
-        """Run one chunk; return its moments. ``trajectory`` = (activity, stimulation, clamped) rows to fill."""
+        """Run one chunk; return its moments. ``trajectory`` = (activity, stimulation, clamped) rows to fill.
+
+        The clamp-all design's samples (default streams, no trajectory) come from the
+        parallel block kernels: for n * n <= ``_BLAS_PAIRS`` folded into moments inside
+        the kernel, otherwise written feature-major for one BLAS product. Any other
+        case steps through :func:`kernels._sequential_chunk`; its moments are computed
+        by the same code as the fast path's, so both give bit-identical moments.
+        """
         start, stop = self.chunk_bounds(chunk)
         key_samples, key_other = self._keys(chunk)
-        fast = (
-            trajectory is None and not self.legacy and self.clamp_mode == kernels.CLAMP_ALL
-        )
+        n, bs = self.n, self.block_size
+        blas = n * n > _BLAS_PAIRS
+        fast = trajectory is None and not self.legacy and self.clamp_mode == kernels.CLAMP_ALL
         if fast:
             count = self._samples_in(start, stop)
-            kernels._independent_samples(
-                self.p, self.col_ptr, self.row_idx, self.weights, key_samples,
-                count, self.block_size, self.inputs, self.outputs,
-            )
+            if count == 0:
+                return CrossMoments(n, n)
+            tiles = getattr(self, "_drive_tiles", None)
+            if tiles is None:
+                tiles = self._drive_tiles = kernels._drive_tiles(
+                    self.col_ptr, self.row_idx, self.weights, n, bs
+                )
+            coin_words = (n + 63) // 64 if self.p == 0.5 else n
+            if not blas:
+                parts = [np.empty(n), np.empty(n), np.empty(n), np.empty(n), np.empty((n, n))]
+                kernels._clamp_all_moments(self.p, coin_words, *tiles, key_samples, count, bs, *parts)
+                return CrossMoments.from_parts(count, *parts)
         else:
             write = trajectory is not None
             activity, stimulation, clamped = trajectory if write else (self.inputs[:0], self.inputs[:0], np.empty(0, np.bool_))
             count = kernels._sequential_chunk(
                 start, stop, self.n_steps, self.every, self.clamp_mode, self.p,
                 self.col_ptr, self.row_idx, self.weights, self.state,
-                self.legacy, key_samples, key_other, self.block_size, self.mt, self.mt_pos, self.gauss,
+                self.legacy, key_samples, key_other, bs, self.mt, self.mt_pos, self.gauss,
                 self.inputs, self.outputs, write, activity, stimulation, clamped,
             )
-        return chunk_moments(self.inputs[:count], self.outputs[:count], self.block_size)
+            if not blas or count == 0:
+                return chunk_moments(self.inputs[:count], self.outputs[:count], bs)
+        features = getattr(self, "_features", None)  # (n, chunk) buffers for the BLAS product
+        if features is None:
+            features = self._features = (np.empty((n, self.inputs.shape[0])), np.empty((n, self.inputs.shape[0])))
+        inputs, outputs = features[0][:, :count], features[1][:, :count]
+        if fast:
+            kernels._clamp_all_samples(self.p, coin_words, *tiles, key_samples, count, bs, *features)
+        else:
+            inputs[...] = self.inputs[:count].T
+            outputs[...] = self.outputs[:count].T
+        return chunk_moments(inputs, outputs, bs, features=True)
 
 
-def chunk_moments(inputs, outputs, block_size):
-    """Moments of one chunk of samples: Numba blocks for small n, one BLAS product for large n."""
-    count = inputs.shape[0]
-    n_in, n_out = inputs.shape[1], outputs.shape[1]
+def chunk_moments(inputs, outputs, block_size, *, features=False):
+    """Moments of one chunk of samples: Numba blocks for small n, one BLAS product for large n.
+
+    ``inputs`` (k, n_in) and ``outputs`` (k, n_out) are time-major; with
+    ``features=True`` they are feature-major, (n_in, k) and (n_out, k), which the
+    BLAS path uses as they are. Up to ``_BLAS_PAIRS`` input x output pairs, blocks of
+    ``block_size`` samples get two-pass moments in parallel, merged in block order.
+    """
+    if features:
+        (n_in, count), n_out = inputs.shape, outputs.shape[0]
+    else:
+        (count, n_in), n_out = inputs.shape, outputs.shape[1]
     if count == 0:
         return CrossMoments(n_in, n_out)
     if n_in * n_out > _BLAS_PAIRS:
-        mean_in = inputs.mean(axis=0)
-        mean_out = outputs.mean(axis=0)
-        centred_in = inputs - mean_in
-        centred_out = outputs - mean_out
+        inputs_t = inputs if features else inputs.T
+        outputs_t = outputs if features else outputs.T
+        mean_in = inputs_t.mean(axis=1)
+        mean_out = outputs_t.mean(axis=1)
+        centred_in = inputs_t - mean_in[:, None]
+        centred_out = outputs_t - mean_out[:, None]
         return CrossMoments.from_parts(
             count, mean_in, mean_out,
-            np.einsum("ti,ti->i", centred_in, centred_in),
-            np.einsum("tj,tj->j", centred_out, centred_out),
-            centred_out.T @ centred_in,
+            np.einsum("it,it->i", centred_in, centred_in),
+            np.einsum("jt,jt->j", centred_out, centred_out),
+            centred_out @ centred_in.T,
         )
+    if features:
+        inputs, outputs = np.ascontiguousarray(inputs.T), np.ascontiguousarray(outputs.T)
     mean_in, mean_out = np.empty(n_in), np.empty(n_out)
     m2_in, m2_out = np.empty(n_in), np.empty(n_out)
     comoment = np.empty((n_out, n_in))
@@ -284,6 +322,8 @@ def _run_seed(plan, seed, seed_store=None, on_chunk=None):
             if mean_se <= plan.target_se:
                 stopped_at = stop
         finished = stopped_at is not None or chunk == simulation.n_chunks
+        if finished and (not convergence or convergence[-1]["samples"] != total.count):
+            convergence.append(_convergence_point(total, plan.A))  # the final point, checkpointed too
         if seed_store is not None and (
             finished or time.perf_counter() - last_checkpoint >= plan.checkpoint_seconds
         ):
@@ -465,8 +505,8 @@ def _check_target_se(target_se, n_seeds):
     return value * float(np.sqrt(n_seeds))
 
 
-def _merged_convergence(outcomes, A):
-    """Score and mean SE of the merged moments at the marks every seed reached."""
+def _merged_convergence(outcomes, merged_moments, A):
+    """Score and mean SE of the merged moments at the marks every seed reached, then at the end."""
     if len(outcomes) == 1:
         return outcomes[0].convergence
     common = set.intersection(*(set(o.snapshots) for o in outcomes))
@@ -476,6 +516,8 @@ def _merged_convergence(outcomes, A):
         for outcome in outcomes[1:]:
             merged = merged.merge(CrossMoments.from_arrays(outcome.snapshots[samples]))
         points.append(_convergence_point(merged, A))
+    if not points or points[-1]["samples"] != merged_moments.count:
+        points.append(_convergence_point(merged_moments, A))
     return points
 
 
@@ -495,7 +537,7 @@ def _combine(outcomes, plan, parameters, seconds, several):
     summary = dict(parameters)
     if not several:
         summary.update(seed=outcomes[0].seed, resumed_from_chunk=outcomes[0].resumed_from_chunk)
-    return Result(merged, steps, seconds, summary, convergence=_merged_convergence(outcomes, plan.A),
+    return Result(merged, steps, seconds, summary, convergence=_merged_convergence(outcomes, merged, plan.A),
                   per_seed=per_seed)
 
 

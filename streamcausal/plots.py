@@ -8,6 +8,8 @@ are freed when the last reference goes; save them with ``fig.savefig(path)``.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import numpy as np
 from matplotlib import colormaps
 from matplotlib.figure import Figure
@@ -26,6 +28,9 @@ __all__ = [
     "plot_standard_vs_perturbed",
     "plot_true_vs_estimated",
     "plot_tutorial_summary",
+    "plot_convergence",
+    "plot_edge_distributions",
+    "plot_estimated_graph",
 ]
 
 POSITIVE_COLOUR = "#b40426"  # the red end of "coolwarm"
@@ -463,4 +468,279 @@ def plot_tutorial_summary(A, R_in_A_orientation):
     plot_connectivity_matrix(R, ax=axs[1, 1], title="Estimated connectivity matrix R.T",
                              label="Estimated strength")
     fig.suptitle("True vs estimated connectivity", fontsize=15)
+    return fig
+
+
+# ----------------------------------------------------------------------------- run reports
+
+MERGED_LABEL = "merged"
+_MERGED_COLOUR = "k"
+ZERO_COLOUR = "0.45"
+_MAX_VIOLIN_VALUES = 5000  # violins and point clouds of more edges use a fixed random subset
+
+
+def _optional_number(value, where: str):
+    if value is None:
+        return None
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise TypeError(f"{where} must be a number or None, got {_describe(value)}")
+    value = float(value)
+    return value if np.isfinite(value) else None
+
+
+def _check_convergence(convergence_by_seed) -> dict:
+    """``{label: (samples, score, mean_se)}`` arrays, validated; None/NaN become NaN."""
+    name = "convergence_by_seed"
+    if not isinstance(convergence_by_seed, Mapping):
+        raise TypeError(
+            f"{name} must be a mapping {{label: list of {{'samples', 'score', 'mean_se'}}}}, "
+            f"got {_describe(convergence_by_seed)}"
+        )
+    if not convergence_by_seed:
+        raise ValueError(f"{name} must not be empty, got {{}}")
+    curves = {}
+    for label, points in convergence_by_seed.items():
+        where = f"{name}[{label!r}]"
+        if isinstance(points, (str, bytes, Mapping)) or not hasattr(points, "__iter__"):
+            raise TypeError(f"{where} must be a list of dicts, got {_describe(points)}")
+        samples, scores, errors = [], [], []
+        for k, point in enumerate(points):
+            if not isinstance(point, Mapping) or "samples" not in point:
+                raise TypeError(
+                    f"{where}[{k}] must be a dict with 'samples', 'score' and 'mean_se', "
+                    f"got {_describe(point)}"
+                )
+            count = point["samples"]
+            if isinstance(count, (bool, np.bool_)) or not isinstance(count, (int, np.integer)) or count < 1:
+                raise ValueError(f"{where}[{k}]['samples'] must be an integer >= 1, got {_describe(count)}")
+            samples.append(int(count))
+            score_value = _optional_number(point.get("score"), f"{where}[{k}]['score']")
+            error = _optional_number(point.get("mean_se"), f"{where}[{k}]['mean_se']")
+            scores.append(np.nan if score_value is None else score_value)
+            errors.append(np.nan if error is None else error)
+        order = np.argsort(samples, kind="stable")
+        curves[str(label)] = tuple(np.asarray(values, dtype=np.float64)[order]
+                                   for values in (samples, scores, errors))
+    return curves
+
+
+def _curve_style(label: str, index: int) -> dict:
+    if label == MERGED_LABEL:
+        return dict(color=_MERGED_COLOUR, lw=2.2, marker="o", ms=4, zorder=4)
+    colour = colormaps["tab10"](index % 10)
+    return dict(color=colour, lw=1.2, marker="o", ms=3, alpha=0.85, zorder=3)
+
+
+def plot_convergence(convergence_by_seed, title="Convergence"):
+    """How the estimate converges: ``1 - score`` and the mean standard error against samples.
+
+    Parameters
+    ----------
+    convergence_by_seed : mapping
+        ``{label: [{"samples": int, "score": float or None, "mean_se": float or None}, ...]}``,
+        e.g. ``{"seed 0": result.per_seed[0].convergence, "merged": result.convergence}``
+        (the ``convergence`` lists that :func:`streamcausal.run` records at doubling sample
+        counts). The label ``"merged"`` is drawn as a thick black line over the others.
+        ``None``/NaN values are left out (a score is None when A is unknown).
+    title : str, optional
+        Figure title.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        Both panels have logarithmic axes. Left: ``1 - score`` (the score is the
+        correlation of the estimate with the true ``A``; 0 is perfect), drawn only when
+        some score is known. Right: the mean per-edge standard error of the ``effect``,
+        with a dashed ``1/sqrt(samples)`` reference line.
+    """
+    curves = _check_convergence(convergence_by_seed)
+    _check_title(title)
+    has_score = any(np.isfinite(score).any() for _, score, _ in curves.values())
+    fig = Figure(figsize=(11 if has_score else 6, 4.5), layout="constrained")
+    axs = fig.subplots(1, 2 if has_score else 1, squeeze=False)[0]
+    score_ax = axs[0] if has_score else None
+    se_ax = axs[-1]
+    # Seeds first, merged last (on top), each label once in the legend.
+    labels = sorted(curves, key=lambda label: label == MERGED_LABEL)
+    for index, label in enumerate(labels):
+        samples, score, mean_se = curves[label]
+        style = _curve_style(label, index)
+        if score_ax is not None:
+            keep = np.isfinite(score) & (score < 1)
+            score_ax.plot(samples[keep], 1 - score[keep], label=label, **style)
+        keep = np.isfinite(mean_se) & (mean_se > 0)
+        se_ax.plot(samples[keep], mean_se[keep], label=label, **style)
+
+    # Reference slope -1/2, a little below the last point of the merged (else the longest)
+    # curve so that it does not hide the curve it guides.
+    reference = curves.get(MERGED_LABEL) or max(curves.values(), key=lambda c: c[0].max())
+    samples, _, mean_se = reference
+    keep = np.isfinite(mean_se) & (mean_se > 0)
+    if keep.sum() >= 1:
+        all_samples = np.concatenate([c[0] for c in curves.values()])
+        xs = np.array([all_samples.min(), all_samples.max()])
+        anchor_x, anchor_y = samples[keep][-1], mean_se[keep][-1]
+        if xs[0] < xs[1]:
+            se_ax.plot(xs, 0.7 * anchor_y * np.sqrt(anchor_x / xs), ls="--", color="0.5", lw=1,
+                       label=r"$\propto 1/\sqrt{\mathrm{samples}}$", zorder=2)
+
+    for ax in axs:
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("Samples (stimulation-outcome pairs)", fontsize=11)
+        ax.grid(True, which="major", alpha=0.3)
+        ax.grid(True, which="minor", alpha=0.1)
+    if score_ax is not None:
+        score_ax.set_ylabel("1 − score  (0 = perfect)", fontsize=11)
+        score_ax.set_title("Score: correlation of the estimate with A", fontsize=12)
+    se_ax.set_ylabel("Mean standard error of effect", fontsize=11)
+    se_ax.set_title("Mean per-edge standard error", fontsize=12)
+    for ax in axs:
+        handles, _ = ax.get_legend_handles_labels()
+        if handles:
+            ax.legend(fontsize=8, ncols=2 if len(handles) > 8 else 1, loc="best")
+    if title is not None:
+        fig.suptitle(title, fontsize=14)
+    return fig
+
+
+def _check_estimates(estimate, shape) -> dict:
+    """``{label: (n, n) float array}`` from one matrix or a mapping of them."""
+    if isinstance(estimate, Mapping):
+        if not estimate:
+            raise ValueError("estimate must not be an empty mapping")
+        items = [(str(label), value, f"estimate[{label!r}]") for label, value in estimate.items()]
+    else:
+        items = [("Estimate", estimate, "estimate")]
+    checked = {}
+    for label, value, name in items:
+        array = _check_matrix(value, name)
+        if array.shape != shape:
+            raise ValueError(f"{name} must have A's shape {shape}, got {array.shape}")
+        checked[label] = array
+    return checked
+
+
+def _edge_groups(A):
+    """(label, mask, colour) for the edges with A < 0, A = 0 and A > 0 (empty groups left out)."""
+    groups = [("A < 0", A < 0, NEGATIVE_COLOUR), ("A = 0", A == 0, ZERO_COLOUR),
+              ("A > 0", A > 0, POSITIVE_COLOUR)]
+    return [(label, mask, colour) for label, mask, colour in groups if mask.any()]
+
+
+def plot_edge_distributions(estimate, A, title="Estimates on absent and present edges"):
+    """Distribution of the estimate over edges where ``A`` is zero vs nonzero (violins and points).
+
+    Parameters
+    ----------
+    estimate : array_like, shape (n, n), or mapping of label -> array_like
+        Estimate(s) in ``A``'s orientation (``[target, source]``), one panel each, e.g.
+        ``{"correlation": result.correlation, "effect": result.effect}``. NaN entries
+        (undefined edges) are left out and counted in the axis label.
+    A : array_like, shape (n, n)
+        True connectivity, ``A[j, i]`` = source ``i`` onto target ``j``.
+    title : str, optional
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        One panel per estimate; edges are grouped into ``A < 0``, ``A = 0`` and
+        ``A > 0`` (empty groups left out), each drawn as a violin (when it has at
+        least two distinct values) with its edges as jittered points. A good estimate
+        separates the groups. More than 5000 edges in a group are drawn as a fixed
+        random subset of 5000.
+    """
+    A = check_connectivity(A)
+    estimates = _check_estimates(estimate, A.shape)
+    _check_title(title)
+    fig = Figure(figsize=(4.2 * len(estimates) + 1.0, 4.8), layout="constrained")
+    axs = fig.subplots(1, len(estimates), squeeze=False)[0]
+    groups = _edge_groups(A)
+    rng = np.random.default_rng(0)  # fixed jitter and subsets: the figure is reproducible
+    for ax, (label, values) in zip(axs, estimates.items()):
+        ticks = []
+        for position, (group, mask, colour) in enumerate(groups):
+            shown = values[mask]
+            undefined = int(np.isnan(shown).sum())
+            shown = shown[np.isfinite(shown)]
+            if shown.size > _MAX_VIOLIN_VALUES:
+                shown = rng.choice(shown, _MAX_VIOLIN_VALUES, replace=False)
+            if shown.size >= 2 and np.ptp(shown) > 0:
+                parts = ax.violinplot(shown, positions=[position], widths=0.8,
+                                      showextrema=False)
+                for body in parts["bodies"]:
+                    body.set_facecolor(colour)
+                    body.set_edgecolor(colour)
+                    body.set_alpha(0.25)
+            jitter = rng.uniform(-0.12, 0.12, size=shown.size)
+            ax.scatter(position + jitter, shown, s=14 if shown.size < 500 else 3, color=colour,
+                       alpha=0.8 if shown.size < 500 else 0.3, zorder=3, linewidths=0)
+            if shown.size:
+                ax.hlines(np.median(shown), position - 0.3, position + 0.3, color=colour, lw=2,
+                          zorder=4)
+            count = int(mask.sum())
+            tick = f"{group}\n{count} edge{'s' if count != 1 else ''}"
+            if undefined:
+                tick += f"\n({undefined} undefined)"
+            ticks.append(tick)
+        ax.axhline(0.0, color="0.6", lw=0.8, zorder=1)
+        ax.set_xticks(range(len(groups)))
+        ax.set_xticklabels(ticks, fontsize=10)
+        ax.set_xlim(-0.6, len(groups) - 0.4)
+        ax.set_ylabel(label if label == "Estimate" else f"Estimated {label}", fontsize=11)
+        ax.set_title(label, fontsize=12)
+        ax.grid(True, axis="y", alpha=0.3)
+    if title is not None:
+        fig.suptitle(title, fontsize=14)
+    return fig
+
+
+def plot_estimated_graph(estimate, stderr=None, A=None, n_se=3.0, title=None):
+    """Graph of an estimate beside the true graph, hiding edges not distinguishable from zero.
+
+    Parameters
+    ----------
+    estimate : array_like, shape (n, n)
+        Estimate in ``A``'s orientation (``[target, source]``); NaN edges are not drawn.
+    stderr : array_like, shape (n, n), optional
+        Standard errors of ``estimate``. When given, an edge is drawn only where
+        ``|estimate| > n_se * stderr``.
+    A : array_like, shape (n, n), optional
+        True connectivity, drawn in a first panel when given.
+    n_se : float
+        How many standard errors an edge must clear to be drawn (``>= 0``).
+    title : str, optional
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
+    estimate = _check_matrix(estimate, "estimate", square=True)
+    if A is not None:
+        A = check_connectivity(A)
+        if A.shape != estimate.shape:
+            raise ValueError(f"estimate must have A's shape {A.shape}, got {estimate.shape}")
+    n_se = check_real(n_se, "n_se")
+    if n_se < 0:
+        raise ValueError(f"n_se must be >= 0, got {n_se!r}")
+    _check_title(title)
+    shown = np.where(np.isfinite(estimate), estimate, 0.0)
+    subtitle = "Estimated connectivity graph"
+    if stderr is not None:
+        stderr = _check_matrix(stderr, "stderr")
+        if stderr.shape != estimate.shape:
+            raise ValueError(f"stderr must have estimate's shape {estimate.shape}, got {stderr.shape}")
+        significant = np.abs(shown) > n_se * np.where(np.isfinite(stderr), stderr, np.inf)
+        shown = np.where(significant, shown, 0.0)
+        kept = int(np.count_nonzero(shown))
+        subtitle += f"\n{kept} edge{'s' if kept != 1 else ''} with |estimate| > {n_se:g} SE"
+    panels = 2 if A is not None else 1
+    fig = Figure(figsize=(5.2 * panels, 6.2), layout="constrained")
+    axs = fig.subplots(1, panels, squeeze=False)[0]
+    if A is not None:
+        edges = int(np.count_nonzero(A))
+        plot_connectivity_graph(A, ax=axs[0], title=f"True connectivity graph\n{edges} edges")
+    plot_connectivity_graph(shown, ax=axs[-1], title=subtitle)
+    if title is not None:
+        fig.suptitle(title, fontsize=14)
     return fig

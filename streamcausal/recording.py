@@ -29,7 +29,13 @@ __all__ = ["estimate", "estimate_store"]
 # with the recording's own chunks (2**24 values = 64 MB of float32).
 _MAX_ALIGNED_VALUES = 2**24
 _MAX_LISTED = 20
+# Pairs are reduced in batches of about this many values per side (4 MB of float64).
 _BATCH_VALUES = 2**19
+# Read the next window in a thread while this one is reduced: True, False, or None for
+# "when some array is not in memory and at least _READ_AHEAD_CPUS CPUs are available".
+# On 2 CPUs shared with multithreaded BLAS the extra thread measured no faster (often slower).
+_READ_AHEAD = None
+_READ_AHEAD_CPUS = 4
 
 
 # --------------------------------------------------------------------------- array sources
@@ -103,14 +109,22 @@ class _Source:
         if self.kind == "memmap":
             return f"numpy memmap {getattr(self.array, 'filename', None)} ({shape} {self.dtype})"
         if self.kind == "dask":
-            return f"dask array ({shape} {self.dtype}, chunksize {self.array.chunksize})"
+            return f"dask-backed {type(self.array).__name__} ({shape} {self.dtype}, chunk rows {self.chunk_rows})"
         if self.kind == "array":
             return f"{type(self.array).__module__}.{type(self.array).__name__} ({shape} {self.dtype})"
         return f"numpy array ({shape} {self.dtype})"
 
 
+def _available_cpus() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
 def _is_dask(value) -> bool:
-    return hasattr(value, "__dask_graph__") and hasattr(value, "compute") and hasattr(value, "chunks")
+    graph = getattr(value, "__dask_graph__", None)  # xarray objects have one, None unless dask-backed
+    return callable(graph) and hasattr(value, "compute") and graph() is not None
 
 
 # --------------------------------------------------------------------------- step selections
@@ -182,7 +196,7 @@ class _Selection:
             return range(first, max(first, min(r.stop, hi)), r.step)
         if self.index is not None:
             i0, i1 = np.searchsorted(self.index, (lo, hi))
-            return self.index[i0:i1]
+            return _as_range(self.index[i0:i1])
         parts = []
         for row0, piece in mask_pieces:
             a, b = max(lo, row0), min(hi, row0 + piece.shape[0])
@@ -201,10 +215,6 @@ def _as_range(index: np.ndarray):
     if int(index[-1] - index[0]) != step * (index.shape[0] - 1) or not np.all(np.diff(index) == step):
         return index
     return range(int(index[0]), int(index[-1]) + 1, step)
-
-
-def _count(selected) -> int:
-    return len(selected)
 
 
 def _gather(pieces, shift: int, selected, out: np.ndarray) -> None:
@@ -281,6 +291,8 @@ def _default_chunk_steps(sources, width: int) -> int:
 
 def _nonfinite_rows(buffer: np.ndarray) -> np.ndarray | None:
     """Boolean per row (True where a value is NaN or inf), or None when every value is finite."""
+    if math.isfinite(buffer.sum()):  # one pass; an overflowing sum falls through to the exact check
+        return None
     if np.isfinite(buffer).all():
         return None
     return ~np.isfinite(buffer).all(axis=1)
@@ -310,7 +322,7 @@ def _check_binary(inputs: np.ndarray, dtype: np.dtype, selected) -> None:
     column = int(np.argmax(bad[k]))
     t = int(_times(selected)[k])
     raise ValueError(
-        f"stimulation must hold only 0 and 1 (binary=True), got {inputs[k, column]!r} at "
+        f"stimulation must hold only 0 and 1 (binary=True), got {inputs[k, column]:g} at "
         f"stimulation[{t}, {column}]; pass binary=False to use real-valued clamps"
     )
 
@@ -377,6 +389,15 @@ def estimate(
         not an error. ``parameters`` records lag, chunk_steps, skipped_pairs and the
         sources.
 
+    Notes
+    -----
+    Windows of ``chunk_steps`` rows are read in order, each row of each array once; pairs
+    that straddle two windows use the last ``lag`` rows of the previous window. The pairs
+    are reduced in small float64 batches by :func:`~streamcausal.engine.chunk_moments` and
+    merged in order. With 4 or more CPUs and arrays not in memory, the next window is
+    read in a thread while the current one is reduced. A memmap's pages stay in the page
+    cache and may count towards RSS; the process's own allocations do not grow with ``T``.
+
     Raises
     ------
     TypeError
@@ -416,8 +437,8 @@ def estimate(
     input_sources = [inputs_source] + ([selection.mask] if selection.mask is not None else [])
     n_windows = -(-n_steps // chunk_steps)
     block_size = _block_size(n)
-    # Pairs are gathered and reduced in batches of about 2**19 values (a multiple of the
-    # kernel's block size): small float64 buffers that stay in cache, whatever the window.
+    # Pairs are gathered and reduced in batches of about _BATCH_VALUES values (a multiple of
+    # the kernel's block size): small float64 buffers, whatever the window.
     batch_rows = max(1, _BATCH_VALUES // (max(n, n_in) * block_size)) * block_size
     batch_rows = min(batch_rows, max(1, min(chunk_steps, n_steps)))
     inputs_buffer = np.empty((batch_rows, n_in))
@@ -425,7 +446,7 @@ def estimate(
 
     def fold(input_pieces, output_pieces, selected):
         """Moments of one batch of pairs (None when none is left) and how many pairs were dropped."""
-        k = _count(selected)
+        k = len(selected)
         inputs, outputs = inputs_buffer[:k], outputs_buffer[:k]
         _gather(input_pieces, 0, selected, inputs)
         _gather(output_pieces, lag, selected, outputs)
@@ -463,13 +484,21 @@ def estimate(
         return s, e, blocks
 
     carried = {id(source): (0, None) for source in input_sources}
-    workers = ThreadPoolExecutor(max_workers=1, thread_name_prefix="streamcausal-read")
+    read_ahead = _READ_AHEAD
+    if read_ahead is None:
+        read_ahead = _available_cpus() >= _READ_AHEAD_CPUS and any(
+            source.kind not in ("numpy", "memmap") for source in sources
+        )
+    workers = ThreadPoolExecutor(max_workers=1, thread_name_prefix="streamcausal-read") if read_ahead else None
     try:
-        pending = workers.submit(read_window, 0)
+        pending = workers.submit(read_window, 0) if workers is not None else None
         for w in range(n_windows):
-            s, e, blocks = pending.result()
-            if w + 1 < n_windows:
-                pending = workers.submit(read_window, w + 1)  # read ahead while we compute
+            if workers is None:
+                s, e, blocks = read_window(w)
+            else:
+                s, e, blocks = pending.result()
+                if w + 1 < n_windows:  # read the next window while this one is reduced
+                    pending = workers.submit(read_window, w + 1)
             lo, hi = max(s - lag, 0), e - lag
             pieces = {}
             for source in input_sources:
@@ -489,7 +518,7 @@ def estimate(
                 selected = selection.select(lo, hi, mask_pieces)
                 input_pieces = pieces[id(inputs_source)]
                 output_pieces = [(s, blocks[id(activity)])]
-                for b in range(0, _count(selected), batch_rows):
+                for b in range(0, len(selected), batch_rows):
                     moments, dropped = fold(input_pieces, output_pieces, selected[b : b + batch_rows])
                     skipped += dropped
                     if moments is not None:
@@ -497,7 +526,8 @@ def estimate(
             if progress is not None:
                 progress(e, n_steps)
     finally:
-        workers.shutdown(wait=True, cancel_futures=True)
+        if workers is not None:
+            workers.shutdown(wait=True, cancel_futures=True)
 
     parameters = {
         "source": "recording",
@@ -535,7 +565,7 @@ def _raise_nonfinite(inputs, bad_in, outputs, bad_out, selected, lag, observatio
 
 
 def estimate_store(
-    store,
+    path_or_group,
     activity="activity",
     stimulation="stimulation",
     steps="clamped",
@@ -550,7 +580,7 @@ def estimate_store(
 
     Parameters
     ----------
-    store : str, os.PathLike, zarr store or zarr.Group
+    path_or_group : str, os.PathLike, zarr store or zarr.Group
         Where the recording is: a path or URL that ``zarr.open_group`` accepts (opened
         read-only), a Zarr store, or an open group.
     activity : str
@@ -571,14 +601,15 @@ def estimate_store(
     Raises
     ------
     ValueError
-        No group at ``store``, or a named array missing (the message lists the arrays
+        No group at ``path_or_group``, or a named array missing (the message lists the arrays
         that are there), plus everything :func:`estimate` raises.
     """
     import zarr
 
+    store = path_or_group
     if isinstance(store, zarr.Array):
         raise TypeError(
-            f"store must be a Zarr group, path or store, got the array {store.store_path}; "
+            f"path_or_group must be a Zarr group, path or store, got the array {store.store_path}; "
             "pass arrays to estimate() instead"
         )
     if isinstance(store, zarr.Group):
@@ -589,7 +620,7 @@ def estimate_store(
         try:
             group = zarr.open_group(store, mode="r")
         except (FileNotFoundError, KeyError) as error:
-            raise ValueError(f"store must hold a Zarr group, found none at {_describe(store)}") from error
+            raise ValueError(f"path_or_group must hold a Zarr group, found none at {_describe(store)}") from error
     where = str(group.store_path)
     arrays = {}
     for argument, name, optional in (

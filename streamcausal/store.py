@@ -312,8 +312,12 @@ class RunStore:
         """Open ``store`` for a run with ``parameters`` (create, or check them when resuming)."""
         local_path = _local_path(store)
         where = describe_store(store)
-        if local_path is not None and local_path.exists() and not local_path.is_dir():
-            raise StoreError(f"store {where} is a file, not a Zarr store directory")
+        if local_path is not None and local_path.exists():
+            if not local_path.is_dir():
+                raise StoreError(f"store {where} is a file, not a Zarr store directory")
+            if any(local_path.iterdir()) and not (local_path / "zarr.json").exists():
+                raise StoreError(f"store {where} is a directory that is not a Zarr store; "
+                                 f"it is left untouched")
         try:
             existing = zarr.open_group(store, mode="r")
             attrs = dict(existing.attrs)
@@ -341,6 +345,8 @@ class RunStore:
                     f"store {where} already holds a run; pass resume=True to continue it "
                     f"or overwrite=True to replace it"
                 )
+        if resume:
+            raise StoreError(f"cannot resume store {where}: it holds no run yet")
         group = zarr.open_group(store, mode="w")
         run_store = cls(group, local_path)
         run_store._create(parameters, A)

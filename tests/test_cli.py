@@ -1,12 +1,18 @@
-"""The command line: the tutorial's numbers and figures, and one-line user errors."""
+"""The command line: run, estimate, report and tutorial; one-line user errors; Ctrl-C."""
 
+import io
 import os
+import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import matplotlib.image
+import numpy as np
 import pytest
+import zarr
 
 import streamcausal
 from streamcausal import cli
@@ -123,5 +129,456 @@ def test_version(capsys):
 
 def test_subcommand_table_drives_the_parser():
     parser = cli._build_parser()
-    assert set(cli._SUBCOMMANDS) == {"tutorial"}
+    assert set(cli._SUBCOMMANDS) == {"run", "estimate", "report", "tutorial"}
     assert parser.parse_args(["tutorial", "--out", "d", "--steps", "5_000"]).steps == 5000
+
+
+# ============================================================================ run, estimate, report
+
+REPORT_WITH_A = ["true_vs_estimated.png", "true_vs_estimated_effect.png", "connectivity_graph.png",
+                 "convergence.png", "edge_distributions.png"]
+
+
+def _env():
+    env = dict(os.environ, MPLBACKEND="Agg")
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
+    return env
+
+
+def _cli(*args, cwd, timeout=120):
+    """Run ``python -m streamcausal ARGS`` as a real process."""
+    return subprocess.run([sys.executable, "-m", "streamcausal", *map(str, args)],
+                          capture_output=True, text=True, timeout=timeout, env=_env(), cwd=cwd)
+
+
+def _assert_images(directory, names):
+    for name in names:
+        path = Path(directory) / name
+        image = matplotlib.image.imread(path)  # a valid PNG
+        assert image.ndim == 3 and image.shape[0] > 100 and image.shape[1] > 100, name
+
+
+def _one_error_line(err, *words):
+    assert "Traceback" not in err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith("streamcausal: error: "), lines[0]
+    for word in words:
+        assert word in lines[0], (word, lines[0])
+    return lines[0]
+
+
+def _summary_row(out, label):
+    for line in out.splitlines():
+        cells = line.split()
+        if cells and cells[0] == label:
+            return cells
+    raise AssertionError(f"no row {label!r} in\n{out}")
+
+
+@pytest.fixture(scope="module")
+def saved_run(tmp_path_factory):
+    """One real `streamcausal run` with a float64 trajectory in a store, and its report."""
+    where = tmp_path_factory.mktemp("saved")
+    result = _cli("run", "--seeds", "1", "--seed", "3", "--steps", "2e4", "--store", "run.zarr",
+                  "--save-trajectory", "--dtype", "float64", "--no-progress", cwd=where)
+    assert result.returncode == 0, result.stderr
+    return where, result
+
+
+def test_run_store_and_report_subprocess(saved_run):
+    where, result = saved_run
+    assert result.stderr == ""  # --no-progress
+    row = _summary_row(result.stdout, "3")
+    assert row[3:5] == ["10,000", "20,000"]  # samples, steps
+    assert 0.9 < float(row[1]) <= 1.0  # score
+    # The report went next to the store, without the .zarr suffix.
+    _assert_images(where / "run-report", REPORT_WITH_A)
+    for name in REPORT_WITH_A:
+        assert str(Path("run-report") / name) in result.stdout
+    group = zarr.open_group(str(where / "run.zarr"), mode="r")
+    assert group.attrs["parameters"]["seeds"] == [3]
+    assert group["seed_3/activity"].dtype == np.float64
+
+
+def test_resume_of_a_finished_store_subprocess(saved_run):
+    where, first = saved_run
+    result = _cli("run", "--store", "run.zarr", "--resume", "--no-report", "--no-progress", cwd=where)
+    assert result.returncode == 0, result.stderr
+    assert _summary_row(result.stdout, "3")[:5] == _summary_row(first.stdout, "3")[:5]
+    assert "resumed: 0 of the 20,000 steps" in result.stdout
+    assert "connectivity from the store" in result.stdout
+
+
+def test_estimate_matches_the_run_subprocess(saved_run, tmp_path):
+    where, _ = saved_run
+    output = tmp_path / "est.zarr"
+    result = _cli("estimate", "run.zarr", "--output", output, "--no-progress", cwd=where)
+    assert result.returncode == 0, result.stderr
+    assert "'seed_3/activity'" in result.stdout and "'seed_3/clamped'" in result.stdout
+    assert "score" in result.stdout
+    run_group = zarr.open_group(str(where / "run.zarr"), mode="r")
+    est = zarr.open_group(str(output), mode="r")
+    for name in ("correlation", "effect", "stderr"):
+        np.testing.assert_allclose(est[name][...], run_group[f"seed_3/estimates/{name}"][...],
+                                   rtol=0, atol=1e-10)
+        assert est[name].metadata.dimension_names == ("target", "source")
+    assert int(est["count"][...]) == 10_000
+    np.testing.assert_array_equal(est["connectivity"][...], run_group["connectivity"][...])
+    # The report reads an `estimate --output` store too.
+    assert cli.main(["report", str(output), "--out", str(tmp_path / "rep")]) == 0
+    _assert_images(tmp_path / "rep", ["true_vs_estimated.png", "edge_distributions.png"])
+
+
+def test_estimate_into_the_store_and_lag(saved_run, tmp_path, capsys):
+    where, _ = saved_run
+    copy = tmp_path / "copy.zarr"
+    shutil.copytree(where / "run.zarr", copy)
+    assert cli.main(["estimate", str(copy), "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "max |difference in effect|" in out
+    group = zarr.open_group(str(copy), mode="r")
+    np.testing.assert_allclose(group["seed_3/estimates_lag1/effect"][...],
+                               group["seed_3/estimates/effect"][...], rtol=0, atol=1e-10)
+    assert cli.main(["estimate", str(copy), "--lag", "2", "--observational", "--no-progress"]) == 0
+    assert "seed_3/estimates_observational_lag2" in capsys.readouterr().out
+    assert "effect" in zarr.open_group(str(copy), mode="r")["seed_3/estimates_observational_lag2"]
+    assert cli.main(["report", str(copy), "--estimates", "seed_3/estimates_lag1",
+                     "--out", str(tmp_path / "rep")]) == 0
+    _assert_images(tmp_path / "rep", REPORT_WITH_A)
+
+
+def test_estimate_a_foreign_recording(tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    T, n = 3000, 4
+    stim = (rng.random((T, n)) < 0.5).astype(np.uint8)
+    act = np.zeros((T, n))
+    act[1:] = 0.5 * stim[:-1] @ np.eye(n)[::-1] + 0.1 * rng.normal(size=(T - 1, n))
+    root = zarr.open_group(str(tmp_path / "rec.zarr"), mode="w")
+    root.create_array("rates", shape=(T, n), chunks=(700, n), dtype="float32")[...] = act
+    root.create_array("laser", shape=(T, n), chunks=(500, n), dtype="uint8")[...] = stim
+    assert cli.main(["estimate", str(tmp_path / "rec.zarr"), "--activity", "rates",
+                     "--stimulation", "laser", "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "all steps" in out and "score" not in out
+    effect = zarr.open_group(str(tmp_path / "rec.zarr"), mode="r")["estimates_lag1/effect"][...]
+    assert np.allclose(effect, 0.5 * np.eye(n)[::-1], atol=0.05)
+    # No A in the store: estimate heatmaps, graph and nothing that needs A.
+    assert cli.main(["report", str(tmp_path / "rec.zarr"), "--estimates", "estimates_lag1",
+                     "--out", str(tmp_path / "rep")]) == 0
+    written = sorted(p.name for p in (tmp_path / "rep").iterdir())
+    assert written == ["connectivity_graph.png", "estimate_correlation.png", "estimate_effect.png"]
+    # The default stimulation name is missing: say how to proceed.
+    assert cli.main(["estimate", str(tmp_path / "rec.zarr"), "--activity", "rates"]) == 2
+    _one_error_line(capsys.readouterr().err, "--stimulation", "--observational")
+
+
+def test_run_default_like_subprocess(tmp_path):
+    result = _cli("run", "--steps", "2e4", "--seeds", "1", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "6 neurons (density 0.1, connectivity seed 42)" in result.stdout
+    assert "perturbation every 2 steps, p=0.5, clamp all" in result.stdout
+    assert "merged" not in result.stdout  # one seed, in this process
+    assert "this process" in result.stdout
+    # stderr is not a terminal: plain progress lines, ending at 100 %.
+    progress = result.stderr.strip().splitlines()
+    assert progress and all(line.startswith("progress:") for line in progress)
+    assert "100.0%" in progress[-1] and "/s" in progress[-1] and "ETA" in progress[-1]
+    assert "\r" not in result.stderr
+    _assert_images(tmp_path / "streamcausal-report", REPORT_WITH_A)
+
+
+def test_run_two_seeds_on_a_local_cluster_subprocess(tmp_path):
+    result = _cli("run", "--steps", "2e4", "--seeds", "2", "--workers", "2", "--no-report",
+                  "--no-progress", cwd=tmp_path, timeout=240)
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == ""  # Dask's own logging stays quiet
+    assert "LocalCluster of 2 workers" in result.stdout
+    merged = _summary_row(result.stdout, "merged")
+    assert merged[4:6] == ["20,000", "40,000"]  # samples, steps
+    assert float(merged[3]) > 0  # seed-to-seed SE
+    assert _summary_row(result.stdout, "0")[3] == "10,000"  # no seed-to-seed SE cell
+    assert _summary_row(result.stdout, "1")[3] == "10,000"
+    # The same seeds in process give the same merged estimate.
+    A = streamcausal.create_connectivity(6)
+    expected = streamcausal.run(A, 20_000, seed=0, chunk_steps=cli.cli_chunk_steps(6, 20_000))
+    assert _summary_row(result.stdout, "0")[1] == f"{expected.score(A):.6f}"
+
+
+def _wait_for_progress(process, deadline):
+    """Read stderr lines until the first progress line (the run is under way)."""
+    while time.monotonic() < deadline:
+        line = process.stderr.readline()
+        if not line:
+            return False
+        if line.startswith("progress:"):
+            return True
+    return False
+
+
+def test_ctrl_c_leaves_a_resumable_store_subprocess(tmp_path):
+    steps, chunk = 1_000_000, 62_500
+    args = ["run", "--store", "int.zarr", "--seeds", "1", "--steps", str(steps), "--chunk-steps",
+            str(chunk), "--checkpoint-seconds", "0", "--no-report"]
+    process = subprocess.Popen([sys.executable, "-m", "streamcausal", *args], cwd=tmp_path,
+                               env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert _wait_for_progress(process, time.monotonic() + 120)
+        process.send_signal(signal.SIGINT)
+        out, err = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 130, (out, err)
+    assert "Traceback" not in err
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("streamcausal: interrupted; the store int.zarr is resumable: ")
+    assert last.endswith("streamcausal " + " ".join(args) + " --resume")
+    assert not (tmp_path / "int.zarr.lock").exists()
+    # An unfinished run is reported from its seeds' last checkpoints.
+    assert cli.main(["report", str(tmp_path / "int.zarr"), "--out", str(tmp_path / "partial")]) == 0
+    _assert_images(tmp_path / "partial", REPORT_WITH_A)
+
+    resumed = _cli(*args, "--resume", "--no-progress", cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "resumed: " in resumed.stdout  # it continued from a checkpoint, not from scratch
+    A = streamcausal.create_connectivity(6)
+    expected = streamcausal.run(A, steps, seed=0, chunk_steps=chunk)
+    group = zarr.open_group(str(tmp_path / "int.zarr"), mode="r")
+    assert int(group["estimates/count"][...]) == expected.n_samples
+    np.testing.assert_array_equal(group["estimates/effect"][...], expected.effect)
+    np.testing.assert_array_equal(group["estimates/correlation"][...], expected.correlation)
+
+
+# ---------------------------------------------------------------------------- in process
+
+
+def test_run_in_process_writes_table_and_report(tmp_path, capsys):
+    report = tmp_path / "rep"
+    assert cli.main(["run", "--seeds", "1", "--steps", "20_000", "--report", str(report),
+                     "--neurons", "8", "--density", "0.3", "--connectivity-seed", "1"]) == 0
+    captured = capsys.readouterr()
+    assert "8 neurons (density 0.3, connectivity seed 1)" in captured.out
+    headers = captured.out.split("\n\n", 1)[1].splitlines()[0].split()
+    assert headers == ["seed", "score", "mean", "SE", "samples", "steps", "seconds", "steps/s"]
+    row = _summary_row(captured.out, "0")
+    A = streamcausal.create_connectivity(8, 0.3, random_state=1)
+    expected = streamcausal.run(A, 20_000, seed=0, chunk_steps=cli.cli_chunk_steps(8, 20_000))
+    assert row[1] == f"{expected.score(A):.6f}"
+    assert row[2] == f"{np.nanmean(expected.stderr):.3e}"
+    _assert_images(report, REPORT_WITH_A)
+    assert "progress:" in captured.err
+
+
+def test_run_observe_and_stopping_rule(tmp_path, capsys):
+    assert cli.main(["run", "--seeds", "1", "--observe", "--steps", "1e4", "--no-report",
+                     "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "observation" in out
+    assert _summary_row(out, "0")[3] == "9,999"  # every consecutive pair is a sample
+    assert cli.main(["run", "--seeds", "1", "--steps", "1e7", "--chunk-steps", "4096",
+                     "--target-se", "0.01", "--no-report", "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "stopping rule: target mean SE 0.01 (reached" in out
+    steps = int(_summary_row(out, "0")[4].replace(",", ""))
+    assert steps < 10_000_000 and steps % 4096 == 0
+
+
+def test_run_resolves_defaults():
+    args = cli._build_parser().parse_args(["run"])
+    spec = cli._resolve_run(args, None)
+    assert spec["seeds"] == list(range(os.cpu_count() or 1))
+    assert spec["n_steps"] == 2_000_000
+    assert spec["design"] == streamcausal.Perturbation()
+    np.testing.assert_array_equal(spec["A"], streamcausal.create_connectivity(6))
+    assert spec["rng"] == "default" and spec["dtype"] == "float32"
+    args = cli._build_parser().parse_args(["run", "--steps", "1e8", "--seed", "5", "--seeds", "3"])
+    spec = cli._resolve_run(args, None)
+    assert spec["n_steps"] == 100_000_000 and spec["seeds"] == [5, 6, 7]
+    assert cli._build_parser().parse_args(["run", "--steps", "100_000_000"]).steps == 100_000_000
+
+
+def test_resume_takes_what_is_not_given_from_the_store(tmp_path, capsys):
+    store = str(tmp_path / "r.zarr")
+    assert cli.main(["run", "--seeds", "1", "--seed", "7", "--steps", "1e4", "--every", "3",
+                     "--p", "0.25", "--store", store, "--no-report", "--no-progress"]) == 0
+    first = _summary_row(capsys.readouterr().out, "7")
+    assert cli.main(["run", "--store", store, "--resume", "--no-report", "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "perturbation every 3 steps, p=0.25" in out
+    assert _summary_row(out, "7")[:5] == first[:5]
+
+
+@pytest.fixture(scope="module")
+def small_store(tmp_path_factory):
+    store = tmp_path_factory.mktemp("small") / "s.zarr"
+    assert cli.main(["run", "--seeds", "1", "--steps", "1e4", "--store", str(store),
+                     "--no-report", "--no-progress"]) == 0
+    return store
+
+
+def _foreign_zarr(tmp_path):
+    path = tmp_path / "foreign.zarr"
+    zarr.open_group(str(path), mode="w").create_array("x", shape=(3,), dtype="float64")
+    return path
+
+
+RUN_ERRORS = [
+    (["run", "--steps", "abc"], ["--steps", "'abc'"]),
+    (["run", "--steps", "1.5e0"], ["--steps"]),
+    (["run", "--neurons", "1"], ["--neurons"]),
+    (["run", "--density", "0"], ["--density", "(0, 1]"]),
+    (["run", "--density", "nan"], ["--density"]),
+    (["run", "--p", "1"], ["--p", "(0, 1)"]),
+    (["run", "--every", "1"], ["--every"]),
+    (["run", "--seeds", "0"], ["--seeds"]),
+    (["run", "--seed", "-1"], ["--seed"]),
+    (["run", "--seed", str(2**32)], ["--seed"]),
+    (["run", "--workers", "0"], ["--workers"]),
+    (["run", "--target-se", "-1"], ["--target-se"]),
+    (["run", "--dtype", "float16"], ["--dtype"]),
+    (["run", "--clamp", "some"], ["--clamp"]),
+    (["run", "--observe", "--every", "3"], ["--observe", "--every"]),
+    (["run", "--observe", "--p", "0.2", "--clamp", "all"], ["--observe", "--p/--clamp"]),
+    (["run", "--resume"], ["--resume", "--store"]),
+    (["run", "--save-trajectory"], ["--save-trajectory", "--store"]),
+    (["run", "--store", "STORE", "--resume", "--overwrite"], ["--resume", "--overwrite"]),
+    (["run", "--seeds", "1", "--workers", "2"], ["--workers"]),
+    (["run", "--scheduler", "tcp://x:1", "--workers", "2"], ["--workers", "--scheduler"]),
+    (["run", "--checkpoint-seconds", "1"], ["--checkpoint-seconds", "--store"]),
+    (["run", "--store", "MISSING", "--resume"], ["--resume", "no such store"]),
+    (["run", "--store", "FOREIGN"], ["not a streamcausal run store"]),
+    (["run", "--store", "FOREIGN", "--resume"], ["not a streamcausal run store"]),
+    (["run", "--store", "NONZARR"], ["not a Zarr store"]),
+    (["run", "--store", "STORE", "--seeds", "1"], ["already holds a run", "--resume", "--overwrite"]),
+    (["run", "--store", "STORE", "--resume", "--steps", "2e4", "--no-progress"],
+     ["n_steps differs", "--steps"]),
+    (["run", "--store", "STORE", "--resume", "--neurons", "7", "--no-progress"],
+     ["n_neurons differs", "--neurons"]),
+    (["run", "--store", "STORE", "--resume", "--seed", "1", "--no-progress"],
+     ["seeds differs", "--seed"]),
+    (["run", "--store", "STORE", "--resume", "--rng", "legacy", "--no-progress"],
+     ["rng differs"]),
+    (["report", "MISSING"], ["no such store"]),
+    (["report", "FOREIGN"], ["no estimates"]),
+    (["report", "STORE", "--estimates", "nope"], ["--estimates", "nope"]),
+    (["estimate", "MISSING"], ["no such store"]),
+    (["estimate", "NONZARR"], ["not a Zarr store"]),
+    (["estimate", "STORE"], ["no trajectory"]),
+    (["estimate", "STORE", "--seed", "9"], ["--seed 9", "[0]"]),
+    (["estimate", "FOREIGN", "--activity", "x", "--observational", "--lag", "0"], ["--lag"]),
+    (["estimate", "FOREIGN", "--activity", "nope", "--observational"], ["'nope'"]),
+    (["estimate", "FOREIGN", "--observational", "--stimulation", "x"], ["--stimulation"]),
+]
+
+
+@pytest.mark.parametrize("argv, words", RUN_ERRORS, ids=[" ".join(a) for a, _ in RUN_ERRORS])
+def test_user_errors_exit_2_with_one_line(argv, words, small_store, tmp_path, capsys):
+    nonzarr = tmp_path / "notes"
+    nonzarr.mkdir()
+    (nonzarr / "keep.txt").write_text("precious")
+    places = {"STORE": str(small_store), "MISSING": str(tmp_path / "missing.zarr"),
+              "FOREIGN": str(_foreign_zarr(tmp_path)), "NONZARR": str(nonzarr)}
+    argv = [places.get(a, a) for a in argv]
+    assert cli.main(argv) == 2
+    _one_error_line(capsys.readouterr().err, *words)
+    assert (nonzarr / "keep.txt").read_text() == "precious"  # never emptied
+    assert not Path(str(small_store) + ".lock").exists()
+
+
+def test_user_error_subprocess_no_traceback(small_store, tmp_path):
+    result = _cli("run", "--store", small_store, "--resume", "--every", "4", "--no-progress",
+                  cwd=tmp_path)
+    assert result.returncode == 2
+    _one_error_line(result.stderr, "design differs", "--every")
+
+
+def test_help_of_every_subcommand_has_examples(capsys):
+    for command in ("run", "estimate", "report", "tutorial"):
+        assert cli.main([command, "--help"]) == 0
+        out = capsys.readouterr().out
+        assert "examples:" in out and f"streamcausal {command}" in out
+    assert cli.main(["run", "--help"]) == 0
+    out = capsys.readouterr().out
+    for option in ("--neurons", "--density", "--steps", "--every", "--p", "--clamp", "--observe",
+                   "--seeds", "--chunk-steps", "--store", "--resume", "--save-trajectory",
+                   "--dtype", "--scheduler", "--workers", "--target-se"):
+        assert option in out
+
+
+def test_resume_command_drops_overwrite():
+    assert (cli._resume_command(["run", "--store", "a b.zarr", "--overwrite"])
+            == "streamcausal run --store 'a b.zarr' --resume")
+    assert (cli._resume_command(["run", "--store", "s", "--resume"])
+            == "streamcausal run --store s --resume")
+
+
+def test_report_dir_defaults():
+    assert cli._report_dir(None, "out/run.zarr") == Path("out/run-report")
+    assert cli._report_dir(None, "out/store") == Path("out/store-report")
+    assert cli._report_dir(None, None) == Path("streamcausal-report")
+    assert cli._report_dir(Path("x"), "out/run.zarr") == Path("x")
+
+
+class _FakeStream(io.StringIO):
+    def __init__(self, tty):
+        super().__init__()
+        self._tty = tty
+
+    def isatty(self):
+        return self._tty
+
+
+def test_progress_bar_on_a_terminal():
+    stream = _FakeStream(tty=True)
+    display = cli._ProgressDisplay(stream)
+    display(0, 1000, {"samples": 0, "score": None, "mean_se": None})
+    time.sleep(0.12)
+    display(250, 1000, {"samples": 125, "score": 0.98765, "mean_se": 1.5e-3, "seed": 0})
+    time.sleep(0.12)
+    display(1000, 1000, {"samples": 500, "score": 0.99, "mean_se": 1e-3, "seed": 0})
+    display.close()
+    text = stream.getvalue()
+    assert text.startswith("\r") and text.endswith("\n")
+    frames = text.strip("\n").split("\r")[1:]
+    assert len(frames) == 3
+    assert "25.0%" in frames[1] and "250/1,000 steps" in frames[1]
+    assert "score 0.9877" in frames[1] and "SE 1.50e-03" in frames[1] and "ETA" in frames[1]
+    assert "/s" in frames[1]
+    assert "[####################]" in frames[2] and "100.0%" in frames[2]
+
+
+def test_progress_lines_when_not_a_terminal():
+    stream = _FakeStream(tty=False)
+    display = cli._ProgressDisplay(stream)
+    for done in range(0, 1001, 10):
+        display(done, 1000)
+    display.close()
+    lines = stream.getvalue().splitlines()
+    assert "\r" not in stream.getvalue()
+    assert 10 <= len(lines) <= 12  # every further 10 %, not every call
+    assert all(line.startswith("progress:") for line in lines)
+    assert "100.0%" in lines[-1]
+    quiet = _FakeStream(tty=False)
+    display = cli._ProgressDisplay(quiet, enabled=False)
+    display(5, 10)
+    display.close()
+    assert quiet.getvalue() == ""
+
+
+def test_progress_rate_leaves_out_resumed_steps():
+    display = cli._ProgressDisplay(_FakeStream(tty=False), resuming=True)
+    display.began -= 1.0  # one second in
+    display(900, 1000, {"seed": 0})  # seed 0 had done about 900 steps before
+    display(950, 1000, {"seed": 0})
+    rate = display._rate(950, display.began + 1.0)
+    assert rate == pytest.approx(50.0)
+
+
+def test_summary_table_formats():
+    assert cli._format_rate(1_234_567) == "1.23M"
+    assert cli._format_rate(None) == "n/a"
+    assert cli._format_count(9_999) == "9,999" and cli._format_count(2_000_000) == "2M"
+    assert cli._format_duration(3725) == "1:02:05" and cli._format_duration(None) == "--:--"
+    table = cli._table(["a", "bb"], [["x", "1"], ["yyy", "22"]]).splitlines()
+    assert table == ["a    bb", "---  --", "x     1", "yyy  22"]

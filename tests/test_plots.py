@@ -4,6 +4,7 @@ import matplotlib.image
 import matplotlib.pyplot as plt
 import numpy as np
 import pytest
+from matplotlib.collections import PathCollection, PolyCollection
 from matplotlib.figure import Figure
 from matplotlib.patches import FancyArrowPatch
 
@@ -238,5 +239,130 @@ def test_graph_matrix(tmp_path):
     ],
 )
 def test_bad_inputs_name_the_argument(call, error, words):
+    with pytest.raises(error, match=words):
+        call()
+
+
+# ----------------------------------------------------------------------------- run reports
+
+CONVERGENCE = {
+    "seed 0": [{"samples": 100, "score": 0.9, "mean_se": 0.1},
+               {"samples": 200, "score": 0.95, "mean_se": 0.07},
+               {"samples": 400, "score": 0.99, "mean_se": 0.05}],
+    "seed 1": [{"samples": 100, "score": 0.8, "mean_se": 0.11},
+               {"samples": 200, "score": None, "mean_se": 0.075}],
+    "merged": [{"samples": 200, "score": 0.93, "mean_se": 0.072},
+               {"samples": 400, "score": 0.97, "mean_se": 0.05}],
+}
+
+
+def test_convergence_log_axes_labels_and_merged_on_top(tmp_path):
+    fig = plots.plot_convergence(CONVERGENCE, title="Conv")
+    assert fig.get_suptitle() == "Conv"
+    score_ax, se_ax = fig.axes
+    for ax in (score_ax, se_ax):
+        assert ax.get_xscale() == "log" and ax.get_yscale() == "log"
+        assert ax.get_xlabel().startswith("Samples")
+    assert "1 − score" in score_ax.get_ylabel()
+    assert "standard error" in se_ax.get_ylabel()
+    lines = {line.get_label(): line for line in score_ax.get_lines()}
+    np.testing.assert_allclose(lines["seed 0"].get_xdata(), [100, 200, 400])
+    np.testing.assert_allclose(lines["seed 0"].get_ydata(), [0.1, 0.05, 0.01])
+    np.testing.assert_allclose(lines["seed 1"].get_xdata(), [100])  # the None score is left out
+    merged = lines["merged"]
+    assert merged.get_color() == "k"
+    assert merged.get_linewidth() > lines["seed 0"].get_linewidth()
+    assert merged.get_zorder() > lines["seed 0"].get_zorder()
+    assert lines["seed 0"].get_color() != lines["seed 1"].get_color()
+    se_labels = [line.get_label() for line in se_ax.get_lines()]
+    assert se_labels[-1].startswith("$\\propto")  # slope -1/2 reference
+    reference = se_ax.get_lines()[-1]
+    x, y = reference.get_xdata(), reference.get_ydata()
+    assert np.log(y[1] / y[0]) / np.log(x[1] / x[0]) == pytest.approx(-0.5)
+    for ax in (score_ax, se_ax):
+        legend = [t.get_text() for t in ax.get_legend().get_texts()]
+        assert {"seed 0", "seed 1", "merged"} <= set(legend)
+    _save(fig, tmp_path)
+
+
+def test_convergence_without_scores_has_one_panel(tmp_path):
+    fig = plots.plot_convergence({"seed 0": [{"samples": 10, "score": None, "mean_se": 0.2},
+                                             {"samples": 40, "score": None, "mean_se": 0.1}]})
+    (ax,) = fig.axes
+    assert ax.get_yscale() == "log" and "standard error" in ax.get_ylabel()
+    _save(fig, tmp_path)
+    # a single point, NaN values: still a figure
+    fig = plots.plot_convergence({"seed 0": [{"samples": 10, "score": float("nan"), "mean_se": 0.2}]})
+    _save(fig, tmp_path, "one.png")
+
+
+def test_edge_distributions_groups_and_counts(tmp_path):
+    A = np.array([[0.0, 0.5, -0.4], [0.0, 0.0, 0.0], [0.3, 0.0, 0.0]])
+    estimate = A * 0.5 + 0.01
+    estimate[1, 1] = np.nan
+    fig = plots.plot_edge_distributions({"correlation": estimate, "effect": 2 * estimate}, A,
+                                        title="Edges")
+    assert fig.get_suptitle() == "Edges"
+    assert [ax.get_title() for ax in fig.axes] == ["correlation", "effect"]
+    ax = fig.axes[0]
+    ticks = [t.get_text() for t in ax.get_xticklabels()]
+    assert ticks == ["A < 0\n1 edge", "A = 0\n6 edges\n(1 undefined)", "A > 0\n2 edges"]
+    assert ax.get_ylabel() == "Estimated correlation"
+    scatters = [c for c in ax.collections if isinstance(c, PathCollection)]
+    ys = np.concatenate([c.get_offsets()[:, 1] for c in scatters])
+    assert ys.size == 8  # every defined edge is a point; the NaN one is not
+    np.testing.assert_allclose(np.sort(ys), np.sort(estimate[np.isfinite(estimate)]))
+    assert any(isinstance(c, PolyCollection) for c in ax.collections)  # the A = 0 violin
+    _save(fig, tmp_path)
+
+
+def test_edge_distributions_single_matrix_and_many_edges(tmp_path):
+    rng = np.random.default_rng(0)
+    A = (rng.random((120, 120)) < 0.1).astype(float)
+    fig = plots.plot_edge_distributions(A + 0.1 * rng.normal(size=A.shape), A)
+    (ax,) = fig.axes
+    assert ax.get_ylabel() == "Estimate"
+    drawn = sum(len(c.get_offsets()) for c in ax.collections if isinstance(c, PathCollection))
+    assert drawn == 5000 + int(np.count_nonzero(A))  # the 13,000-odd zero edges: a 5000 subset
+    _save(fig, tmp_path)
+
+
+def test_estimated_graph_hides_edges_within_n_se(tmp_path):
+    A = np.array([[0.0, 1.0], [0.0, 0.0]])
+    estimate = np.array([[0.02, 0.5], [-0.3, np.nan]])
+    stderr = np.full((2, 2), 0.05)
+    fig = plots.plot_estimated_graph(estimate, stderr, A, n_se=3, title="G")
+    true_ax, est_ax = fig.axes
+    assert [a.get_gid() for a in _arrows(true_ax)] == ["edge 1->0"]
+    assert sorted(a.get_gid() for a in _arrows(est_ax)) == ["edge 0->1", "edge 1->0"]
+    assert "2 edges with |estimate| > 3 SE" in est_ax.get_title()
+    _save(fig, tmp_path)
+    fig = plots.plot_estimated_graph(estimate)  # no SE, no A: one panel, every finite edge
+    (ax,) = fig.axes
+    assert len(_arrows(ax)) == 3
+
+
+@pytest.mark.parametrize(
+    "call, error, words",
+    [
+        (lambda: plots.plot_convergence([]), TypeError, "convergence_by_seed"),
+        (lambda: plots.plot_convergence({}), ValueError, "convergence_by_seed"),
+        (lambda: plots.plot_convergence({"s": "abc"}), TypeError, r"convergence_by_seed\['s'\]"),
+        (lambda: plots.plot_convergence({"s": [{"score": 1}]}), TypeError, "samples"),
+        (lambda: plots.plot_convergence({"s": [{"samples": 0}]}), ValueError, "samples"),
+        (lambda: plots.plot_convergence({"s": [{"samples": 2, "score": "x"}]}), TypeError, "score"),
+        (lambda: plots.plot_edge_distributions(np.zeros((2, 2)), np.zeros((3, 3))),
+         ValueError, "estimate"),
+        (lambda: plots.plot_edge_distributions({}, np.zeros((3, 3))), ValueError, "estimate"),
+        (lambda: plots.plot_edge_distributions({"e": np.full((2, 2), np.inf)}, np.zeros((2, 2))),
+         ValueError, r"estimate\['e'\]"),
+        (lambda: plots.plot_edge_distributions(np.zeros((2, 2)), "A"), TypeError, "A"),
+        (lambda: plots.plot_estimated_graph(np.zeros((2, 3))), ValueError, "estimate"),
+        (lambda: plots.plot_estimated_graph(np.zeros((2, 2)), np.zeros((3, 3))), ValueError, "stderr"),
+        (lambda: plots.plot_estimated_graph(np.zeros((2, 2)), A=np.zeros((3, 3))), ValueError, "A's shape"),
+        (lambda: plots.plot_estimated_graph(np.zeros((2, 2)), n_se=-1), ValueError, "n_se"),
+    ],
+)
+def test_report_figures_bad_inputs_name_the_argument(call, error, words):
     with pytest.raises(error, match=words):
         call()
