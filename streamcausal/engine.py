@@ -23,18 +23,26 @@ from .store import RunStore, StoreLock, connectivity_digest, describe_store
 __all__ = ["run", "simulate", "Trajectory", "default_chunk_steps"]
 
 RNG_MODES = ("default", "legacy")
-# Above this many input x output pairs the chunk's co-moment is one BLAS product.
-_BLAS_PAIRS = 64 * 64
+# Above this many input x output pairs the chunk's co-moment is one BLAS product; so it
+# is above a quarter of it when the inputs are not all 0/1 (see chunk_moments).
+_BLAS_PAIRS = 128 * 128
 
 
 def default_chunk_steps(n_neurons: int) -> int:
-    """Steps per chunk when none is given: about 2**21 state values, within [256, 2**18]."""
-    return int(max(256, min(2**18, 2**21 // n_neurons)))
+    """Steps per chunk when none is given: about 2**22 state values, within [1024, 2**19].
+
+    Large enough that each chunk's fixed costs (Python, kernel launch, the n x n merge)
+    stay a few percent of its work: at n = 1000 a chunk's merge costs about as much as
+    150 samples, at n = 6 its Python overhead as much as 10**4. A chunk's sample
+    buffers hold about 2**22 values (32 MiB) each.
+    """
+    return int(max(1024, min(2**19, 2**22 // n_neurons)))
 
 
 def _block_size(n_neurons: int) -> int:
     # Samples per parallel block; a function of n only, so results never depend on threads.
-    return int(max(16, min(4096, 2**16 // n_neurons)))
+    # A multiple of 16, so that the kernels' loops across a block's samples have no remainder.
+    return int(max(16, min(4096, 2**16 // n_neurons)) // 16 * 16)
 
 
 def _check_run_arguments(A, n_steps, design, seed, chunk_steps, rng, progress):
@@ -121,9 +129,9 @@ class _Simulation:
 
         The clamp-all design's samples (default streams, no trajectory) come from the
         parallel block kernels: for n * n <= ``_BLAS_PAIRS`` folded into moments inside
-        the kernel, otherwise written feature-major for one BLAS product. Any other
-        case steps through :func:`kernels._sequential_chunk`; its moments are computed
-        by the same code as the fast path's, so both give bit-identical moments.
+        the kernel, otherwise written to the chunk buffers for one BLAS product. Any
+        other case steps through :func:`kernels._sequential_chunk`. Both give the same
+        samples and take their moments the same way, so the moments are bit-identical.
         """
         start, stop = self.chunk_bounds(chunk)
         key_samples, key_other = self._keys(chunk)
@@ -140,9 +148,12 @@ class _Simulation:
                     self.col_ptr, self.row_idx, self.weights, n, bs
                 )
             coin_words = (n + 63) // 64 if self.p == 0.5 else n
+            scratch = getattr(self, "_scratch", None)
+            if scratch is None:
+                scratch = self._scratch = kernels._block_scratch(n, bs, moments=not blas)
             if not blas:
                 parts = [np.empty(n), np.empty(n), np.empty(n), np.empty(n), np.empty((n, n))]
-                kernels._clamp_all_moments(self.p, coin_words, *tiles, key_samples, count, bs, *parts)
+                kernels._clamp_all_moments(self.p, coin_words, *tiles, key_samples, count, bs, *scratch, *parts)
                 return CrossMoments.from_parts(count, *parts)
         else:
             write = trajectory is not None
@@ -153,49 +164,43 @@ class _Simulation:
                 self.legacy, key_samples, key_other, bs, self.mt, self.mt_pos, self.gauss,
                 self.inputs, self.outputs, write, activity, stimulation, clamped,
             )
-            if not blas or count == 0:
-                return chunk_moments(self.inputs[:count], self.outputs[:count], bs)
-        features = getattr(self, "_features", None)  # (n, chunk) buffers for the BLAS product
-        if features is None:
-            features = self._features = (np.empty((n, self.inputs.shape[0])), np.empty((n, self.inputs.shape[0])))
-        inputs, outputs = features[0][:, :count], features[1][:, :count]
-        if fast:
-            kernels._clamp_all_samples(self.p, coin_words, *tiles, key_samples, count, bs, *features)
-        else:
-            inputs[...] = self.inputs[:count].T
-            outputs[...] = self.outputs[:count].T
-        return chunk_moments(inputs, outputs, bs, features=True)
+        if fast:  # n * n > _BLAS_PAIRS here: the samples go to the chunk buffers for one BLAS product
+            kernels._clamp_all_samples(self.p, coin_words, *tiles, key_samples, count, bs, *scratch,
+                                       self.inputs, self.outputs)
+        # The buffers are scratch once the moments are taken, so they may be centred in place.
+        return chunk_moments(self.inputs[:count], self.outputs[:count], bs, overwrite=True)
 
 
-def chunk_moments(inputs, outputs, block_size, *, features=False):
-    """Moments of one chunk of samples: Numba blocks for small n, one BLAS product for large n.
+def chunk_moments(inputs, outputs, block_size, *, overwrite=False):
+    """Moments of one chunk of time-major samples, inputs (k, n_in) and outputs (k, n_out).
 
-    ``inputs`` (k, n_in) and ``outputs`` (k, n_out) are time-major; with
-    ``features=True`` they are feature-major, (n_in, k) and (n_out, k), which the
-    BLAS path uses as they are. Up to ``_BLAS_PAIRS`` input x output pairs, blocks of
-    ``block_size`` samples get two-pass moments in parallel, merged in block order.
+    Up to ``_BLAS_PAIRS`` input x output pairs (a quarter of it unless the inputs are
+    all 0/1), blocks of ``block_size`` samples get two-pass moments in parallel
+    (:func:`kernels._block_moments`), merged in block order. Above, the columns are
+    centred (:func:`kernels._centre_columns`; in place if ``overwrite``, else on
+    copies) and the co-moment is one BLAS product (:func:`streamcausal._blas.product_tn`).
+    Either way the bits depend on the data and ``block_size`` only.
     """
-    if features:
-        (n_in, count), n_out = inputs.shape, outputs.shape[0]
-    else:
-        (count, n_in), n_out = inputs.shape, outputs.shape[1]
+    (count, n_in), n_out = inputs.shape, outputs.shape[1]
     if count == 0:
         return CrossMoments(n_in, n_out)
-    if n_in * n_out > _BLAS_PAIRS:
-        inputs_t = inputs if features else inputs.T
-        outputs_t = outputs if features else outputs.T
-        mean_in = inputs_t.mean(axis=1)
-        mean_out = outputs_t.mean(axis=1)
-        centred_in = inputs_t - mean_in[:, None]
-        centred_out = outputs_t - mean_out[:, None]
-        return CrossMoments.from_parts(
-            count, mean_in, mean_out,
-            np.einsum("it,it->i", centred_in, centred_in),
-            np.einsum("jt,jt->j", centred_out, centred_out),
-            centred_out @ centred_in.T,
-        )
-    if features:
-        inputs, outputs = np.ascontiguousarray(inputs.T), np.ascontiguousarray(outputs.T)
+    pairs = n_in * n_out
+    if pairs > _BLAS_PAIRS or (4 * pairs > _BLAS_PAIRS and not kernels._is_binary(inputs, 0, count)):
+        from . import _blas
+
+        if not overwrite:
+            inputs = np.array(inputs, dtype=np.float64, order="C")
+            outputs = np.array(outputs, dtype=np.float64, order="C")
+        mean_in, mean_out = np.empty(n_in), np.empty(n_out)
+        m2_in, m2_out = np.empty(n_in), np.empty(n_out)
+        kernels._centre_columns(inputs, mean_in, m2_in)  # in place: the columns are now centred
+        kernels._centre_columns(outputs, mean_out, m2_out)
+        comoment = _blas.product_tn(outputs, inputs, np.empty((n_out, n_in)))
+        if count < 2:
+            return CrossMoments.from_parts(count, mean_in, mean_out, m2_in, m2_out, comoment)
+        moments = CrossMoments(n_in, n_out)  # the parts are valid by construction: skip from_parts' checks
+        moments._set(count, mean_in, mean_out, m2_in, m2_out, comoment)
+        return moments
     mean_in, mean_out = np.empty(n_in), np.empty(n_out)
     m2_in, m2_out = np.empty(n_in), np.empty(n_out)
     comoment = np.empty((n_out, n_in))

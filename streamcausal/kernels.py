@@ -41,6 +41,7 @@ from __future__ import annotations
 import math
 from decimal import Decimal, getcontext
 
+import numba
 import numpy as np
 from llvmlite import ir
 from numba import njit, prange, types
@@ -502,6 +503,26 @@ def _block_drive(tile_ptr, tile_rows, tile_weights, count, U, P):
 
 
 @njit(cache=True, error_model="numpy")
+def _transpose_into(X, count, out, lo):
+    """out[lo + r, i] = X[i, r] for r < count, in 8 x 8 tiles (both sides touch whole cache lines)."""
+    n = X.shape[0]
+    n8 = n - n % 8
+    count8 = count - count % 8
+    for i0 in range(0, n8, 8):
+        for r0 in range(0, count8, 8):
+            for r in range(r0, r0 + 8):
+                row = out[lo + r]
+                for i in range(8):
+                    row[i0 + i] = X[i0 + i, r]
+        for r in range(count8, count):
+            for i in range(8):
+                out[lo + r, i0 + i] = X[i0 + i, r]
+    for i in range(n8, n):
+        for r in range(count):
+            out[lo + r, i] = X[i, r]
+
+
+@njit(cache=True, error_model="numpy")
 def _simulate_block(p, coin_words, tile_ptr, tile_rows, tile_weights, key_samples, block, count, U, N, V, words):
     """Samples r < count of clamp-all block ``block``: stimulation U[:, r], outcome V[:, r]."""
     block_key, retry_key = _block_keys(key_samples, block)
@@ -510,36 +531,52 @@ def _simulate_block(p, coin_words, tile_ptr, tile_rows, tile_weights, key_sample
     _block_sigmoid(count, V, N)
 
 
+def _block_scratch(n, block_size, moments=False):
+    """Per-thread work arrays of the clamp-all kernels, allocated once per simulation.
+
+    (float scratch (threads, 3 or 5, n, block_size), words (threads, block_size)), and
+    with ``moments`` the pattern tables and patterns of :func:`_pattern_scratch`: one
+    slot per Numba thread (``numba.get_thread_id()``), so blocks reuse them instead of
+    allocating (large allocations fault their pages in again on every block).
+    """
+    threads = max(1, numba.config.NUMBA_NUM_THREADS)
+    arrays = (np.empty((threads, 5 if moments else 3, n, block_size)),
+              np.empty((threads, block_size), dtype=np.uint64))
+    if moments:
+        arrays += _pattern_scratch(threads, n, n, block_size)
+    return arrays
+
+
 @njit(cache=True, parallel=True, error_model="numpy")
 def _clamp_all_samples(p, coin_words, tile_ptr, tile_rows, tile_weights, key_samples, n_samples, block_size,
-                       inputs, outputs):
-    """The chunk's clamp-all samples, feature-major: inputs[:, m], outputs[:, m] for m < n_samples.
+                       scratch, words, inputs, outputs):
+    """The chunk's clamp-all samples, time-major: inputs[m], outputs[m] for m < n_samples.
 
     Blocks run in parallel; what each holds depends on (key_samples, block) only.
+    ``scratch``, ``words``: from :func:`_block_scratch`.
     """
-    n = inputs.shape[0]
+    n = inputs.shape[1]
     n_blocks = (n_samples + block_size - 1) // block_size
     for block in prange(n_blocks):
         lo = block * block_size
         count = min(block_size, n_samples - lo)
-        U = np.empty((n, block_size))
-        N = np.empty((n, block_size))
-        V = np.empty((n, block_size))
-        words = np.empty(block_size, dtype=np.uint64)
-        _simulate_block(p, coin_words, tile_ptr, tile_rows, tile_weights, key_samples, block, count, U, N, V, words)
-        for i in range(n):
-            inputs[i, lo:lo + count] = U[i, :count]
-            outputs[i, lo:lo + count] = V[i, :count]
+        slot = scratch[numba.get_thread_id()]
+        U, N, V = slot[0], slot[1], slot[2]
+        _simulate_block(p, coin_words, tile_ptr, tile_rows, tile_weights, key_samples, block, count, U, N, V,
+                        words[numba.get_thread_id()])
+        _transpose_into(U, count, inputs, lo)
+        _transpose_into(V, count, outputs, lo)
 
 
 @njit(cache=True, parallel=True, error_model="numpy")
 def _clamp_all_moments(p, coin_words, tile_ptr, tile_rows, tile_weights, key_samples, n_samples, block_size,
-                       mean_u, mean_v, m2_u, m2_v, comoment):
+                       scratch, words, tables, patterns, mean_u, mean_v, m2_u, m2_v, comoment):
     """The chunk's clamp-all samples folded straight into moments; returns the count.
 
-    Each block's moments come from :func:`_two_pass_moments` on the block's samples
+    Each block's moments come from :func:`_block_moments` on the block's samples
     (time-major), and blocks are merged in block order, exactly as
-    :func:`_blocked_moments` does on the same samples.
+    :func:`_blocked_moments` does on the same samples. ``scratch`` ... ``patterns``:
+    :func:`_block_scratch` with ``moments=True``.
     """
     n = mean_u.shape[0]
     n_blocks = (n_samples + block_size - 1) // block_size
@@ -551,19 +588,18 @@ def _clamp_all_moments(p, coin_words, tile_ptr, tile_rows, tile_weights, key_sam
     for block in prange(n_blocks):
         lo = block * block_size
         count = min(block_size, n_samples - lo)
-        U = np.empty((n, block_size))
-        N = np.empty((n, block_size))
-        V = np.empty((n, block_size))
-        words = np.empty(block_size, dtype=np.uint64)
-        _simulate_block(p, coin_words, tile_ptr, tile_rows, tile_weights, key_samples, block, count, U, N, V, words)
-        Us = np.empty((block_size, n))
-        Vs = np.empty((block_size, n))
-        for r in range(count):
-            for i in range(n):
-                Us[r, i] = U[i, r]
-                Vs[r, i] = V[i, r]
-        _two_pass_moments(Us, Vs, 0, count, block_mean_u[block], block_mean_v[block],
-                          block_m2_u[block], block_m2_v[block], block_comoment[block])
+        slot = scratch[numba.get_thread_id()]
+        U, N, V = slot[0], slot[1], slot[2]
+        _simulate_block(p, coin_words, tile_ptr, tile_rows, tile_weights, key_samples, block, count, U, N, V,
+                        words[numba.get_thread_id()])
+        # time-major copies for the moments, in the (n, block_size) slots 3 and 4 seen as (block_size, n)
+        Us = slot[3].reshape((block_size, n))
+        Vs = slot[4].reshape((block_size, n))
+        _transpose_into(U, count, Us, 0)
+        _transpose_into(V, count, Vs, 0)
+        _block_moments(Us, Vs, 0, count, block_mean_u[block], block_mean_v[block],
+                       block_m2_u[block], block_m2_v[block], block_comoment[block],
+                       tables[numba.get_thread_id()], patterns[numba.get_thread_id()])
     return _merge_blocks(n_samples, block_size, block_mean_u, block_mean_v, block_m2_u, block_m2_v,
                          block_comoment, mean_u, mean_v, m2_u, m2_v, comoment)
 
@@ -681,6 +717,208 @@ def _two_pass_moments(U, V, lo, hi, mean_u, mean_v, m2_u, m2_v, comoment):
                 comoment[j, i] += dv * du[i]
 
 
+_PATTERN_BITS = 8  # 0/1 inputs up to this many: one group of all their patterns; more: groups of 4
+
+
+def _pattern_groups(n_inputs):
+    """(bits per group, number of groups) of :func:`_pattern_moments` for ``n_inputs`` 0/1 inputs."""
+    bits = n_inputs if n_inputs <= _PATTERN_BITS else 4
+    return bits, -(-n_inputs // bits)
+
+
+_pattern_groups_jit = njit(cache=True)(_pattern_groups)
+
+
+@njit(cache=True, error_model="numpy")
+def _one_group_moments(U, V, lo, hi, mean_u, mean_v, m2_u, m2_v, comoment, table, patterns):
+    """:func:`_pattern_moments` for at most ``_PATTERN_BITS`` inputs: one group, counts per pattern."""
+    nu = U.shape[1]
+    nv = V.shape[1]
+    count = hi - lo
+    n_patterns = 1 << nu
+    ones = np.zeros(n_patterns, dtype=np.int64)
+    mean_v[:] = 0.0
+    for t in range(lo, hi):
+        pattern = 0
+        for i in range(nu):
+            pattern |= np.int64(U[t, i] != 0.0) << i
+        patterns[t - lo] = pattern
+        ones[pattern] += 1
+        for j in range(nv):
+            mean_v[j] += V[t, j]
+    mean_v /= count
+    for i in range(nu):
+        c_i = 0
+        for q in range(n_patterns):
+            c_i += ones[q] * ((q >> i) & 1)
+        mean_u[i] = c_i / count
+        m2_u[i] = c_i * (1.0 - mean_u[i]) ** 2 + (count - c_i) * mean_u[i] ** 2
+    table[:n_patterns, :] = 0.0
+    residual = np.zeros(nv)
+    m2_v[:] = 0.0
+    for t in range(lo, hi):
+        row = table[patterns[t - lo]]
+        for j in range(nv):
+            d = V[t, j] - mean_v[j]
+            m2_v[j] += d * d
+            residual[j] += d
+            row[j] += d
+    for i in range(nu):
+        for j in range(nv):
+            comoment[j, i] = -mean_u[i] * residual[j]
+        for q in range(n_patterns):
+            if (q >> i) & 1 and ones[q] > 0:
+                for j in range(nv):
+                    comoment[j, i] += table[q, j]
+
+
+@njit(cache=True, error_model="numpy")
+def _pattern_moments(U, V, lo, hi, mean_u, mean_v, m2_u, m2_v, comoment, tables, patterns):
+    """Two-pass moments of U[lo:hi], V[lo:hi] for 0/1 inputs, regrouped by input pattern.
+
+    The inputs are cut into groups of ``bits`` (:func:`_pattern_groups`). The second
+    pass adds each centred output row dv_t to ``tables[g, p]``, p being the pattern of
+    group g's inputs at t: one row addition per group instead of one multiply-add per
+    input. Then comoment[j, i] = sum over patterns p of i's group with i's bit set of
+    tables[g, p, j], minus mean_u[i] times sum_t dv_tj (zero up to rounding), and
+    m2_u[i] = c_i (1 - mean_u[i])**2 + (count - c_i) mean_u[i]**2 with c_i the number
+    of ones: the two-pass sums, added in another order.
+    ``tables`` (>= groups, 2**bits, n_out) and ``patterns`` (>= count, groups) are scratch.
+    """
+    nu = U.shape[1]
+    nv = V.shape[1]
+    count = hi - lo
+    bits, groups = _pattern_groups_jit(nu)
+    if groups == 1:
+        _one_group_moments(U, V, lo, hi, mean_u, mean_v, m2_u, m2_v, comoment, tables[0], patterns[:, 0])
+        return
+    n_patterns = 1 << bits
+    ones = np.zeros(nu)
+    mean_v[:] = 0.0
+    for t in range(lo, hi):
+        Ut = U[t]
+        Vt = V[t]
+        pt = patterns[t - lo]
+        for g in range(groups):
+            pattern = 0
+            for b in range(min(bits, nu - g * bits)):
+                pattern |= np.int64(Ut[g * bits + b] != 0.0) << b
+            pt[g] = pattern
+        for i in range(nu):
+            ones[i] += Ut[i]
+        for j in range(nv):
+            mean_v[j] += Vt[j]
+    mean_v /= count
+    for i in range(nu):
+        mean_u[i] = ones[i] / count
+        m2_u[i] = ones[i] * (1.0 - mean_u[i]) ** 2 + (count - ones[i]) * mean_u[i] ** 2
+    for g in range(groups):
+        for q in range(n_patterns):
+            for j in range(nv):
+                tables[g, q, j] = 0.0
+    residual = np.zeros(nv)
+    dv = np.empty(nv)
+    m2_v[:] = 0.0
+    for t in range(lo, hi):
+        Vt = V[t]
+        for j in range(nv):
+            d = Vt[j] - mean_v[j]
+            dv[j] = d
+            m2_v[j] += d * d
+            residual[j] += d
+        pt = patterns[t - lo]
+        for g in range(groups):
+            row = tables[g, pt[g]]
+            for j in range(nv):
+                row[j] += dv[j]
+    for g in range(groups):
+        for b in range(min(bits, nu - g * bits)):
+            i = g * bits + b
+            for j in range(nv):
+                comoment[j, i] = -mean_u[i] * residual[j]
+            for q in range(n_patterns):
+                if (q >> b) & 1:
+                    row = tables[g, q]
+                    for j in range(nv):
+                        comoment[j, i] += row[j]
+
+
+@njit(cache=True, error_model="numpy")
+def _is_binary(U, lo, hi):
+    """Whether every U[lo:hi] is 0 or 1 (branch-free: random 0/1 would defeat the predictor)."""
+    other = 0
+    for t in range(lo, hi):
+        Ut = U[t]
+        for i in range(U.shape[1]):
+            u = Ut[i]
+            other += np.int64((u != 0.0) & (u != 1.0))
+    return other == 0
+
+
+@njit(cache=True, error_model="numpy")
+def _block_moments(U, V, lo, hi, mean_u, mean_v, m2_u, m2_v, comoment, tables, patterns):
+    """Moments of one block: by input pattern if the inputs are all 0/1, else two-pass.
+
+    The choice depends on the block's values only, so the fused clamp-all kernel and
+    :func:`_blocked_moments` on the same samples give the same bits. ``tables`` and
+    ``patterns``: scratch for :func:`_pattern_moments`.
+    """
+    if _is_binary(U, lo, hi):
+        _pattern_moments(U, V, lo, hi, mean_u, mean_v, m2_u, m2_v, comoment, tables, patterns)
+    else:
+        _two_pass_moments(U, V, lo, hi, mean_u, mean_v, m2_u, m2_v, comoment)
+
+
+def _pattern_scratch(threads, n_inputs, n_outputs, block_size):
+    """(tables, patterns) scratch of :func:`_pattern_moments` for each of ``threads`` slots."""
+    bits, groups = _pattern_groups(n_inputs)
+    return (np.empty((threads, groups, 1 << bits, n_outputs)),
+            np.empty((threads, block_size, groups), dtype=np.int64))
+
+
+_CENTRE_ROWS = 256  # time rows per partial sum of _centre_columns
+
+
+@njit(cache=True, parallel=True, error_model="numpy")
+def _centre_columns(X, mean, m2):
+    """Centre the time-major X (k, n) in place: mean[i], then m2[i] = sum of squares of column i.
+
+    Sums run over fixed blocks of ``_CENTRE_ROWS`` rows in parallel and are then added
+    in block order, so the bits never depend on the thread count.
+    """
+    k, n = X.shape
+    n_parts = (k + _CENTRE_ROWS - 1) // _CENTRE_ROWS
+    partial = np.zeros((n_parts, n))
+    for part in prange(n_parts):
+        sums = partial[part]
+        for t in range(part * _CENTRE_ROWS, min(k, (part + 1) * _CENTRE_ROWS)):
+            row = X[t]
+            for i in range(n):
+                sums[i] += row[i]
+    for i in range(n):
+        mean[i] = 0.0
+    for part in range(n_parts):
+        for i in range(n):
+            mean[i] += partial[part, i]
+    for i in range(n):
+        mean[i] /= k
+    for part in prange(n_parts):
+        squares = partial[part]
+        for i in range(n):
+            squares[i] = 0.0
+        for t in range(part * _CENTRE_ROWS, min(k, (part + 1) * _CENTRE_ROWS)):
+            row = X[t]
+            for i in range(n):
+                d = row[i] - mean[i]
+                row[i] = d
+                squares[i] += d * d
+    for i in range(n):
+        m2[i] = 0.0
+    for part in range(n_parts):
+        for i in range(n):
+            m2[i] += partial[part, i]
+
+
 @njit(cache=True)
 def _merge_blocks(n_samples, block_size, block_mean_u, block_mean_v, block_m2_u, block_m2_v, block_comoment,
                   mean_u, mean_v, m2_u, m2_v, comoment):
@@ -725,7 +963,7 @@ def _chan_merge(count_a, mean_u, mean_v, m2_u, m2_v, comoment,
 
 @njit(cache=True, parallel=True)
 def _blocked_moments(U, V, n_samples, block_size, mean_u, mean_v, m2_u, m2_v, comoment):
-    """Moments of samples [0, n_samples): two-pass per block in parallel, merged in block order."""
+    """Moments of samples [0, n_samples): :func:`_block_moments` per block in parallel, merged in block order."""
     nu = U.shape[1]
     nv = V.shape[1]
     n_blocks = (n_samples + block_size - 1) // block_size
@@ -734,10 +972,15 @@ def _blocked_moments(U, V, n_samples, block_size, mean_u, mean_v, m2_u, m2_v, co
     block_m2_u = np.empty((n_blocks, nu))
     block_m2_v = np.empty((n_blocks, nv))
     block_comoment = np.empty((n_blocks, nv, nu))
+    bits, groups = _pattern_groups_jit(nu)
     for b in prange(n_blocks):
-        _two_pass_moments(
-            U, V, b * block_size, min((b + 1) * block_size, n_samples),
-            block_mean_u[b], block_mean_v[b], block_m2_u[b], block_m2_v[b], block_comoment[b],
+        lo = b * block_size
+        hi = min((b + 1) * block_size, n_samples)
+        tables = np.empty((groups, 1 << bits, nv))
+        patterns = np.empty((hi - lo, groups), dtype=np.int64)
+        _block_moments(
+            U, V, lo, hi,
+            block_mean_u[b], block_mean_v[b], block_m2_u[b], block_m2_v[b], block_comoment[b], tables, patterns,
         )
     return _merge_blocks(n_samples, block_size, block_mean_u, block_mean_v, block_m2_u, block_m2_v,
                          block_comoment, mean_u, mean_v, m2_u, m2_v, comoment)

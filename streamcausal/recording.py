@@ -29,8 +29,8 @@ __all__ = ["estimate", "estimate_store"]
 # with the recording's own chunks (2**24 values = 64 MB of float32).
 _MAX_ALIGNED_VALUES = 2**24
 _MAX_LISTED = 20
-# Pairs are reduced in batches of about this many values per side (4 MB of float64).
-_BATCH_VALUES = 2**19
+# Pairs are reduced in batches of about this many values per side (2 MB of float64).
+_BATCH_VALUES = 2**18
 # Read the next window in a thread while this one is reduced: True, False, or None for
 # "when some array is not in memory and at least _READ_AHEAD_CPUS CPUs are available".
 # On 2 CPUs shared with multithreaded BLAS the extra thread measured no faster (often slower).
@@ -471,6 +471,7 @@ def estimate(
         if check_binary:
             _check_binary(inputs, stimulation.dtype, selected)
         return chunk_moments(inputs, outputs, block_size), dropped
+
     total = CrossMoments(n_in, n)
     skipped = 0
 
