@@ -50,6 +50,11 @@ RSS_TOLERANCE = 0.10
 IMPORT_TARGET = 2.0
 
 
+def settle(seconds=0.5):
+    """Pause so that idle BLAS/OpenMP worker threads of the last measurement stop spinning."""
+    time.sleep(seconds)
+
+
 def median_time(fn, repeats):
     times = []
     for _ in range(repeats):
@@ -126,6 +131,7 @@ def throughput(sizes, run_seconds_target, repeats, quick):
         tutorial_repeats = 1 if (n >= 1000 or quick) else repeats
         tutorial_s = tutorial_seconds(A, T, tutorial_repeats)
         tutorial_rate = T / tutorial_s
+        settle()
         # calibrate run() on a few chunks, then run for about run_seconds_target
         chunk = engine.default_chunk_steps(n)
         probe_steps = 4 * chunk
@@ -179,32 +185,34 @@ def floor_comparison(n, run_seconds_target, repeats):
                      ("coins_bits", coins_bits), ("blas_product", product)):
         fn()
         pieces[name] = median_time(fn, max(5, repeats * 2))[0]
+    settle()
     coins = min(pieces["coins_integers"], pieces["coins_bits"])
     floor = pieces["normals"] + coins + pieces["blas_product"]
     strict_floor = pieces["normals_preallocated"] + coins + pieces["blas_product"]
 
-    n_steps = max(4 * chunk, int(run_seconds_target * 70_000) // chunk * chunk)
+    # run() keeps log-spaced convergence points (score and standard errors, O(n^2) each,
+    # about 40 ms at n=1000): a longer run amortises them as a real run would.
+    n_steps = max(4 * chunk, int(3 * run_seconds_target * 40_000) // chunk * chunk)
+    settle()
     seconds, result = run_seconds(A, n_steps, repeats)
     per_sample = seconds / result.n_samples
 
-    # run()'s own pieces on one chunk: the sample kernel and the moments (BLAS)
+    # run()'s own pieces on one chunk: the sample kernel, then the moments (centring + BLAS product)
     simulation = engine._Simulation(A, n_steps, sc.Perturbation(), 0, chunk, "default")
     simulation.advance(0)  # allocates its buffers
-    tiles = simulation._drive_tiles
     key_samples, _ = simulation._keys(0)
-    U, V = simulation._features
-
-    def sample_kernel():
-        kernels._clamp_all_samples(0.5, (n + 63) // 64, *tiles, key_samples, k, simulation.block_size,
-                                   *simulation._scratch, U, V)
-
-    def moments():
-        engine.chunk_moments(U[:, :k], V[:, :k], simulation.block_size, features=True)
-
-    sample_kernel()
+    kernel_times, moment_times = [], []
+    for _ in range(max(5, repeats * 2)):
+        began = time.perf_counter()
+        kernels._clamp_all_samples(0.5, (n + 63) // 64, *simulation._drive_tiles, key_samples, k,
+                                   simulation.block_size, *simulation._scratch, simulation.inputs, simulation.outputs)
+        middle = time.perf_counter()
+        engine.chunk_moments(simulation.inputs[:k], simulation.outputs[:k], simulation.block_size, overwrite=True)
+        kernel_times.append(middle - began)
+        moment_times.append(time.perf_counter() - middle)
     run_pieces = {
-        "sample_kernel": median_time(sample_kernel, max(5, repeats * 2))[0],
-        "moments_blas": median_time(moments, max(5, repeats * 2))[0],
+        "sample_kernel": statistics.median(kernel_times),
+        "moments_blas": statistics.median(moment_times),
         "whole_chunk": median_time(lambda: simulation.advance(1), max(5, repeats * 2))[0],
     }
     row = {

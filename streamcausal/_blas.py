@@ -1,12 +1,15 @@
-"""The chunk's dense co-moment product, as single-threaded BLAS calls on a fixed split.
+"""The chunk's dense co-moment product ``D.T @ E``, as single-threaded BLAS calls on a fixed split.
 
-Numba's worker threads and OpenBLAS's own thread pool both spin while they wait for
-work. A chunk alternates between them (the sample kernel, then the product), and on a
-machine with few cores each pool's spinning slows the other one down. So the product
-``D.T @ E`` is cut into a fixed number of row blocks (a function of the shape only,
-never of a thread count, so the bits never depend on one) and each block is one BLAS
-call made while OpenBLAS is held to one thread, from a small pool of Python threads
-(NumPy releases the GIL in the product). Where OpenBLAS's controls are not found
+Numba's worker threads and OpenBLAS's own thread pool both spin for a while when they
+run out of work. A chunk alternates between them (the sample kernel, then this
+product), and on a machine with few cores each pool's spinning slows the other down:
+measured on 2 cores at n=1000, a chunk took about 1.3-1.6x the sum of its parts. So
+the product is cut along the samples into two halves whose partial products are added
+(a split fixed by the shape alone, never by a thread count, so the bits never depend
+on one), and each half is one BLAS call made while OpenBLAS is held to one thread,
+from a pool of two Python threads (NumPy releases the GIL in the product). Cutting
+along the samples rather than the rows keeps each call's output the full n x n, which
+suits BLAS when n is small and the chunk long. Without OpenBLAS's thread controls
 (another BLAS), it is NumPy's product as is.
 """
 
@@ -22,8 +25,7 @@ import numpy as np
 
 __all__ = ["product_tn"]
 
-MODE = os.environ.get("STREAMCAUSAL_BLAS_MODE", "split")
-_SPLIT_ROWS = 64  # below this many output rows, one call; else two row blocks
+_SPLIT_SAMPLES = 1024  # below this many samples, one call
 
 _lock = threading.Lock()
 _state: dict = {}
@@ -47,7 +49,7 @@ def _openblas_libraries():
 
 
 def _thread_controls():
-    """(get, set) of OpenBLAS's thread count in the library NumPy uses, or None."""
+    """(get, set) of the OpenBLAS thread count in the library NumPy uses, or None."""
     for path in _openblas_libraries():
         try:
             lib = ctypes.CDLL(path)
@@ -68,35 +70,42 @@ def _thread_controls():
 
 def _setup():
     with _lock:
-        if not _state:
+        if _state.get("pid") != os.getpid():  # first use, or a forked child (the pool's threads did not follow)
             _state["controls"] = _thread_controls()
             _state["pool"] = ThreadPoolExecutor(max_workers=2, thread_name_prefix="streamcausal-blas")
+            _state["pid"] = os.getpid()
         return _state["controls"], _state["pool"]
 
 
-def _block(D, E, out, lo, hi):
-    np.matmul(D[:, lo:hi].T, E, out=out[lo:hi])
+def _half(D, E, out):
+    np.matmul(D.T, E, out=out)
 
 
 def product_tn(D, E, out):
-    """``out[:] = D.T @ E`` for time-major float64 ``D`` (k, m), ``E`` (k, n) and C-contiguous ``out`` (m, n)."""
+    """``out[:] = D.T @ E`` for time-major float64 ``D`` (k, m), ``E`` (k, n); ``out`` (m, n) C-contiguous.
+
+    The thread count of OpenBLAS is process-wide: while a product holds it to one
+    thread, other threads' NumPy products run single-threaded too.
+    """
     controls, pool = _setup()
-    if controls is None or MODE == "numpy":
+    if controls is None:
         np.matmul(D.T, E, out=out)
         return out
     get, set_ = controls
-    m = D.shape[1]
-    with _lock:  # the thread count is process-wide: one product at a time holds it to 1
+    k = D.shape[0]
+    with _lock:
         previous = get()
         set_(1)
         try:
-            if m < _SPLIT_ROWS or MODE == "single":
+            if k < _SPLIT_SAMPLES:
                 np.matmul(D.T, E, out=out)
             else:
-                half = m // 2
-                futures = [pool.submit(_block, D, E, out, 0, half), pool.submit(_block, D, E, out, half, m)]
+                half = k // 2
+                second = np.empty_like(out)
+                futures = [pool.submit(_half, D[:half], E[:half], out), pool.submit(_half, D[half:], E[half:], second)]
                 for future in futures:
                     future.result()
+                out += second
         finally:
             set_(previous)
     return out

@@ -24,19 +24,20 @@ __all__ = ["run", "simulate", "Trajectory", "default_chunk_steps"]
 
 RNG_MODES = ("default", "legacy")
 # Above this many input x output pairs the chunk's co-moment is one BLAS product; so it
-# is above a quarter of it when the inputs are not all 0/1 (see chunk_moments).
+# is above a sixteenth of it when the inputs are not all 0/1 (see chunk_moments).
 _BLAS_PAIRS = 128 * 128
 
 
 def default_chunk_steps(n_neurons: int) -> int:
-    """Steps per chunk when none is given: about 2**22 state values, within [1024, 2**19].
+    """Steps per chunk when none is given: about 2**22 state values, and at least 8192 steps.
 
-    Large enough that each chunk's fixed costs (Python, kernel launch, the n x n merge)
-    stay a few percent of its work: at n = 1000 a chunk's merge costs about as much as
-    150 samples, at n = 6 its Python overhead as much as 10**4. A chunk's sample
-    buffers hold about 2**22 values (32 MiB) each.
+    Each chunk has fixed costs: Python and kernel launches (at n = 6 about as much as
+    10**4 samples) and an n x n merge (at n = 1000 about as much as 150 samples), so
+    chunks are long: 2**22 // n steps, at least 8192 (at most 2**25 values, 256 MiB
+    per buffer, for very large n) and at most 2**19.
     """
-    return int(max(1024, min(2**19, 2**22 // n_neurons)))
+    n = n_neurons
+    return int(max(1024, min(2**19, max(2**22 // n, min(8192, 2**25 // n)))))
 
 
 def _block_size(n_neurons: int) -> int:
@@ -174,8 +175,8 @@ class _Simulation:
 def chunk_moments(inputs, outputs, block_size, *, overwrite=False):
     """Moments of one chunk of time-major samples, inputs (k, n_in) and outputs (k, n_out).
 
-    Up to ``_BLAS_PAIRS`` input x output pairs (a quarter of it unless the inputs are
-    all 0/1), blocks of ``block_size`` samples get two-pass moments in parallel
+    Up to ``_BLAS_PAIRS`` input x output pairs (a sixteenth of it unless the inputs
+    are all 0/1), blocks of ``block_size`` samples get two-pass moments in parallel
     (:func:`kernels._block_moments`), merged in block order. Above, the columns are
     centred (:func:`kernels._centre_columns`; in place if ``overwrite``, else on
     copies) and the co-moment is one BLAS product (:func:`streamcausal._blas.product_tn`).
@@ -185,7 +186,7 @@ def chunk_moments(inputs, outputs, block_size, *, overwrite=False):
     if count == 0:
         return CrossMoments(n_in, n_out)
     pairs = n_in * n_out
-    if pairs > _BLAS_PAIRS or (4 * pairs > _BLAS_PAIRS and not kernels._is_binary(inputs, 0, count)):
+    if pairs > _BLAS_PAIRS or (16 * pairs > _BLAS_PAIRS and not kernels._is_binary(inputs, 0, count)):
         from . import _blas
 
         if not overwrite:

@@ -39,7 +39,7 @@ equals libm's exp in about 999 cases of 1000 and is within one ulp otherwise.
 from __future__ import annotations
 
 import math
-from decimal import Decimal, getcontext
+from decimal import Decimal, localcontext
 
 import numba
 import numpy as np
@@ -375,14 +375,15 @@ def _f64_to_bits(typingctx, x):
 def _exp_table(bits=7):
     """tab[2k] = bits of T_k, tab[2k+1] = bits of H_k - (k << 52) / N, with 2^(k/N) ~ H_k (1 + T_k)."""
     n = 1 << bits
-    getcontext().prec = 60
-    ln2 = Decimal(2).ln()
     table = np.empty(2 * n, dtype=np.uint64)
-    for k in range(n):
-        exact = (ln2 * k / n).exp()
-        high = float(exact)
-        table[2 * k] = np.float64(float(exact / Decimal(high) - 1)).view(np.uint64)
-        table[2 * k + 1] = np.uint64((int(np.float64(high).view(np.uint64)) - (k << 52) // n) % 2**64)
+    with localcontext() as context:
+        context.prec = 60
+        ln2 = Decimal(2).ln()
+        for k in range(n):
+            exact = (ln2 * k / n).exp()
+            high = float(exact)
+            table[2 * k] = np.float64(float(exact / Decimal(high) - 1)).view(np.uint64)
+            table[2 * k + 1] = np.uint64((int(np.float64(high).view(np.uint64)) - (k << 52) // n) % 2**64)
     return table
 
 
@@ -455,32 +456,34 @@ def _drive(x, col_ptr, row_idx, weights, pre):
 
 
 def _drive_tiles(col_ptr, row_idx, weights, n, block_size):
-    """A's columns (compressed sparse columns) cut into tiles of targets, for :func:`_block_drive`.
+    """A (compressed sparse columns) as rows per tile of sources, for :func:`_block_drive`.
 
-    A tile's targets x ``block_size`` samples (about 16 KiB) stay in L1 while the
-    sources stream past. Returns (tile_ptr, rows, weights): the entries of tile t and
-    source i are ``[tile_ptr[t * n + i], tile_ptr[t * n + i + 1])``, targets ascending.
-    The tiling never changes a result: each sum still runs over sources in order.
+    Sources are cut into tiles of about 16384 / block_size (so a tile's inputs, sources
+    x ``block_size`` samples, stay near the core); entries are sorted by tile, then
+    target, then source. Returns (tile_ptr, sources, weights): the entries of tile t
+    and target j are ``[tile_ptr[t * n + j], tile_ptr[t * n + j + 1])``. The tiling never
+    changes a result: each sum still runs over sources in increasing order.
     """
-    tile_rows = max(1, 2048 // block_size)
     col_ptr = np.asarray(col_ptr, dtype=np.int64)
     sources = np.repeat(np.arange(n, dtype=np.int64), np.diff(col_ptr))
-    rows = np.asarray(row_idx, dtype=np.int64)
-    tiles = rows // tile_rows
-    n_tiles = max(1, -(-n // tile_rows))
-    order = np.lexsort((rows, sources, tiles))
-    keys = (tiles * n + sources)[order]
+    targets = np.asarray(row_idx, dtype=np.int64)
+    tile_sources = int(min(n, max(32, 16384 // block_size)))
+    tiles = sources // tile_sources
+    n_tiles = -(-n // tile_sources)
+    order = np.lexsort((sources, targets, tiles))
+    keys = (tiles * n + targets)[order]
     tile_ptr = np.searchsorted(keys, np.arange(n_tiles * n + 1)).astype(np.int64)
-    return tile_ptr, rows[order].copy(), np.asarray(weights, dtype=np.float64)[order].copy()
+    return tile_ptr, sources[order].copy(), np.asarray(weights, dtype=np.float64)[order].copy()
 
 
 @njit(cache=True, error_model="numpy", fastmath={"contract"})
-def _block_drive(tile_ptr, tile_rows, tile_weights, count, U, P):
+def _block_drive(tile_ptr, tile_sources, tile_weights, count, U, P):
     """P[:, r] = A @ U[:, r] for r < count, U binary; vectorised across samples.
 
     Each P[j, r] adds the weights of its active sources in increasing source order,
-    starting from 0, exactly as :func:`_drive` does for a 0/1 state (w * 1 and
-    w * 0 are exact, so contracting to FMA changes nothing).
+    starting from 0, exactly as :func:`_drive` does for a 0/1 state (w * 1 and w * 0
+    are exact, so contracting to FMA changes nothing). Up to four sources are added
+    per pass over P[j] (one load and one store of it for four multiply-adds).
     """
     n = U.shape[0]
     for j in range(n):
@@ -489,17 +492,45 @@ def _block_drive(tile_ptr, tile_rows, tile_weights, count, U, P):
             Pj[r] = 0.0
     n_tiles = (tile_ptr.shape[0] - 1) // n
     for t in range(n_tiles):
-        for i in range(n):
-            k0 = tile_ptr[t * n + i]
-            k1 = tile_ptr[t * n + i + 1]
-            if k0 == k1:
+        for j in range(n):
+            k = tile_ptr[t * n + j]
+            end = tile_ptr[t * n + j + 1]
+            if k == end:
                 continue
-            Ui = U[i]
-            for k in range(k0, k1):
-                Pj = P[tile_rows[k]]
-                w = tile_weights[k]
+            Pj = P[j]
+            while k + 4 <= end:
+                U0 = U[tile_sources[k]]
+                U1 = U[tile_sources[k + 1]]
+                U2 = U[tile_sources[k + 2]]
+                U3 = U[tile_sources[k + 3]]
+                w0 = tile_weights[k]
+                w1 = tile_weights[k + 1]
+                w2 = tile_weights[k + 2]
+                w3 = tile_weights[k + 3]
                 for r in range(count):
-                    Pj[r] += w * Ui[r]
+                    acc = Pj[r]
+                    acc += w0 * U0[r]
+                    acc += w1 * U1[r]
+                    acc += w2 * U2[r]
+                    acc += w3 * U3[r]
+                    Pj[r] = acc
+                k += 4
+            if k + 2 <= end:
+                U0 = U[tile_sources[k]]
+                U1 = U[tile_sources[k + 1]]
+                w0 = tile_weights[k]
+                w1 = tile_weights[k + 1]
+                for r in range(count):
+                    acc = Pj[r]
+                    acc += w0 * U0[r]
+                    acc += w1 * U1[r]
+                    Pj[r] = acc
+                k += 2
+            if k < end:
+                U0 = U[tile_sources[k]]
+                w0 = tile_weights[k]
+                for r in range(count):
+                    Pj[r] += w0 * U0[r]
 
 
 @njit(cache=True, error_model="numpy")
@@ -523,11 +554,11 @@ def _transpose_into(X, count, out, lo):
 
 
 @njit(cache=True, error_model="numpy")
-def _simulate_block(p, coin_words, tile_ptr, tile_rows, tile_weights, key_samples, block, count, U, N, V, words):
+def _simulate_block(p, coin_words, tile_ptr, tile_sources, tile_weights, key_samples, block, count, U, N, V, words):
     """Samples r < count of clamp-all block ``block``: stimulation U[:, r], outcome V[:, r]."""
     block_key, retry_key = _block_keys(key_samples, block)
     _block_draws(block_key, retry_key, count, p, coin_words, U, N, words)
-    _block_drive(tile_ptr, tile_rows, tile_weights, count, U, V)
+    _block_drive(tile_ptr, tile_sources, tile_weights, count, U, V)
     _block_sigmoid(count, V, N)
 
 
@@ -548,7 +579,7 @@ def _block_scratch(n, block_size, moments=False):
 
 
 @njit(cache=True, parallel=True, error_model="numpy")
-def _clamp_all_samples(p, coin_words, tile_ptr, tile_rows, tile_weights, key_samples, n_samples, block_size,
+def _clamp_all_samples(p, coin_words, tile_ptr, tile_sources, tile_weights, key_samples, n_samples, block_size,
                        scratch, words, inputs, outputs):
     """The chunk's clamp-all samples, time-major: inputs[m], outputs[m] for m < n_samples.
 
@@ -562,14 +593,14 @@ def _clamp_all_samples(p, coin_words, tile_ptr, tile_rows, tile_weights, key_sam
         count = min(block_size, n_samples - lo)
         slot = scratch[numba.get_thread_id()]
         U, N, V = slot[0], slot[1], slot[2]
-        _simulate_block(p, coin_words, tile_ptr, tile_rows, tile_weights, key_samples, block, count, U, N, V,
+        _simulate_block(p, coin_words, tile_ptr, tile_sources, tile_weights, key_samples, block, count, U, N, V,
                         words[numba.get_thread_id()])
         _transpose_into(U, count, inputs, lo)
         _transpose_into(V, count, outputs, lo)
 
 
 @njit(cache=True, parallel=True, error_model="numpy")
-def _clamp_all_moments(p, coin_words, tile_ptr, tile_rows, tile_weights, key_samples, n_samples, block_size,
+def _clamp_all_moments(p, coin_words, tile_ptr, tile_sources, tile_weights, key_samples, n_samples, block_size,
                        scratch, words, tables, patterns, mean_u, mean_v, m2_u, m2_v, comoment):
     """The chunk's clamp-all samples folded straight into moments; returns the count.
 
@@ -590,7 +621,7 @@ def _clamp_all_moments(p, coin_words, tile_ptr, tile_rows, tile_weights, key_sam
         count = min(block_size, n_samples - lo)
         slot = scratch[numba.get_thread_id()]
         U, N, V = slot[0], slot[1], slot[2]
-        _simulate_block(p, coin_words, tile_ptr, tile_rows, tile_weights, key_samples, block, count, U, N, V,
+        _simulate_block(p, coin_words, tile_ptr, tile_sources, tile_weights, key_samples, block, count, U, N, V,
                         words[numba.get_thread_id()])
         # time-major copies for the moments, in the (n, block_size) slots 3 and 4 seen as (block_size, n)
         Us = slot[3].reshape((block_size, n))
