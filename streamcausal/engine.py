@@ -24,7 +24,7 @@ __all__ = ["run", "simulate", "Trajectory", "default_chunk_steps"]
 
 RNG_MODES = ("default", "legacy")
 # Above this many input x output pairs the chunk's co-moment is one BLAS product; so it
-# is above a sixteenth of it when the inputs are not all 0/1 (see chunk_moments).
+# is above a quarter of it when the inputs are not all 0/1 (see chunk_moments).
 _BLAS_PAIRS = 128 * 128
 
 
@@ -102,6 +102,7 @@ class _Simulation:
             self.every, self.p = design.every, design.p
             self.clamp_mode = kernels.CLAMP_ALL if design.clamp == "all" else kernels.CLAMP_STIMULATED
         self.block_size = _block_size(self.n)
+        self.parallel_trajectory = True  # tests switch it off to compare with the sequential kernel
         self.state = np.zeros(self.n)
         legacy_state = np.random.RandomState(seed).get_state()
         self.mt = np.array(legacy_state[1], dtype=np.uint32)
@@ -139,6 +140,9 @@ class _Simulation:
         n, bs = self.n, self.block_size
         blas = n * n > _BLAS_PAIRS
         fast = trajectory is None and not self.legacy and self.clamp_mode == kernels.CLAMP_ALL
+        if trajectory is not None and self.parallel_trajectory and not self.legacy \
+                and self.clamp_mode == kernels.CLAMP_ALL and self.every == 2:
+            return self._advance_paired(start, stop, key_samples, key_other, trajectory)
         if fast:
             count = self._samples_in(start, stop)
             if count == 0:
@@ -172,11 +176,64 @@ class _Simulation:
         return chunk_moments(self.inputs[:count], self.outputs[:count], bs, overwrite=True)
 
 
+    def _fast_setup(self):
+        """Per-run tables of the parallel clamp-all kernels, made on first use."""
+        if getattr(self, "_drive_tiles", None) is None:
+            self._drive_tiles = kernels._drive_tiles(self.col_ptr, self.row_idx, self.weights, self.n,
+                                                     self.block_size)
+        if getattr(self, "_scratch", None) is None:
+            self._scratch = kernels._block_scratch(self.n, self.block_size, moments=self.n * self.n <= _BLAS_PAIRS)
+        coin_words = (self.n + 63) // 64 if self.p == 0.5 else self.n
+        return coin_words, self._drive_tiles, self._scratch
+
+    def _advance_paired(self, start, stop, key_samples, key_other, trajectory):
+        """The tutorial's design (clamp all, every 2) with its trajectory, samples in parallel.
+
+        Every even step is a clamp and every odd one its outcome, so the parallel sample
+        kernel gives the whole trajectory; only the last step of an odd-length run (no
+        clamp, no outcome) is one sequential step. Rows, state and moments equal those
+        of :func:`kernels._sequential_chunk`, which the tests check.
+        """
+        activity, stimulation, clamped = trajectory
+        count = self._samples_in(start, stop)
+        stimulation[...] = 0.0
+        clamped[...] = False
+        if count:
+            coin_words, tiles, scratch = self._fast_setup()
+            kernels._clamp_all_samples(self.p, coin_words, *tiles, key_samples, count, self.block_size,
+                                       *scratch[:2], self.inputs, self.outputs)
+        first = start + start % 2  # the first clamped step of the chunk
+        clamp_rows = np.arange(first - start, first - start + 2 * count, 2)
+        if start % 2 or count == 0:
+            activity[0] = self.state  # the previous chunk's last outcome, or the final unclamped step
+        activity[clamp_rows] = self.inputs[:count]
+        stimulation[clamp_rows] = self.inputs[:count]
+        clamped[clamp_rows] = True
+        outcome_rows = clamp_rows + 1
+        inside = outcome_rows < stop - start
+        activity[outcome_rows[inside]] = self.outputs[:count][inside]
+        if count and not inside[-1]:
+            self.state[:] = self.outputs[count - 1]  # x_stop, the first row of the next chunk
+        last_transition = self.n_steps - 2
+        if last_transition % 2 and start <= last_transition < stop:
+            # An odd-length run ends with one unclamped step, drawn from the chunk's other stream.
+            row = last_transition - start
+            self.state[:] = activity[row]
+            kernels._sequential_chunk(
+                last_transition, stop, self.n_steps, self.every, self.clamp_mode, self.p,
+                self.col_ptr, self.row_idx, self.weights, self.state,
+                False, key_samples, key_other, self.block_size, self.mt, self.mt_pos, self.gauss,
+                self.inputs[count:], self.outputs[count:], True,
+                activity[row:], stimulation[row:], clamped[row:],
+            )
+        return chunk_moments(self.inputs[:count], self.outputs[:count], self.block_size, overwrite=True)
+
+
 def chunk_moments(inputs, outputs, block_size, *, overwrite=False):
     """Moments of one chunk of time-major samples, inputs (k, n_in) and outputs (k, n_out).
 
-    Up to ``_BLAS_PAIRS`` input x output pairs (a sixteenth of it unless the inputs
-    are all 0/1), blocks of ``block_size`` samples get two-pass moments in parallel
+    Up to ``_BLAS_PAIRS`` input x output pairs (a quarter of it unless the inputs are
+    all 0/1), blocks of ``block_size`` samples get two-pass moments in parallel
     (:func:`kernels._block_moments`), merged in block order. Above, the columns are
     centred (:func:`kernels._centre_columns`; in place if ``overwrite``, else on
     copies) and the co-moment is one BLAS product (:func:`streamcausal._blas.product_tn`).
@@ -186,7 +243,7 @@ def chunk_moments(inputs, outputs, block_size, *, overwrite=False):
     if count == 0:
         return CrossMoments(n_in, n_out)
     pairs = n_in * n_out
-    if pairs > _BLAS_PAIRS or (16 * pairs > _BLAS_PAIRS and not kernels._is_binary(inputs, 0, count)):
+    if pairs > _BLAS_PAIRS or (4 * pairs > _BLAS_PAIRS and not kernels._is_binary(inputs, 0, count)):
         from . import _blas
 
         if not overwrite:
