@@ -258,3 +258,23 @@ def test_coins_frequency_and_independence(p):
     if p == 0.5:
         by_position = coins[: (n // 64) * 64].reshape(-1, 64).mean(axis=0)
         assert np.all(np.abs(by_position - p) < 5 * math.sqrt(p * (1 - p) / (n // 64)))
+
+
+def test_clamp_all_kernel_noise_is_standard_normal():
+    """With A = 0 the outcome is sigmoid(eps): the parallel kernel's noise must be N(0, 1)."""
+    import math
+
+    import streamcausal as sc
+
+    trajectory = sc.simulate(np.zeros((8, 8)), 100_001, seed=11, chunk_steps=20_000)
+    outcomes = trajectory.activity[1::2].ravel()
+    noise = np.log(outcomes) - np.log1p(-outcomes)
+    assert noise.size == 400_000
+    assert abs(noise.mean()) < 5 / math.sqrt(noise.size)
+    assert abs(noise.var() - 1) < 5 * math.sqrt(2 / noise.size)
+    ordered = np.sort(noise)
+    cdf = 0.5 * (1 + np.array([math.erf(v / math.sqrt(2)) for v in ordered[::40]]))
+    ks = np.abs(cdf - (np.arange(ordered.size)[::40] + 1) / ordered.size).max()
+    assert ks < 5 / math.sqrt(noise.size) + 1e-4
+    assert set(np.unique(trajectory.stimulation[::2])) == {0.0, 1.0}
+    assert abs(trajectory.stimulation[::2].mean() - 0.5) < 5 * 0.5 / math.sqrt(400_000)
