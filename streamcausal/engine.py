@@ -147,15 +147,7 @@ class _Simulation:
             count = self._samples_in(start, stop)
             if count == 0:
                 return CrossMoments(n, n)
-            tiles = getattr(self, "_drive_tiles", None)
-            if tiles is None:
-                tiles = self._drive_tiles = kernels._drive_tiles(
-                    self.col_ptr, self.row_idx, self.weights, n, bs
-                )
-            coin_words = (n + 63) // 64 if self.p == 0.5 else n
-            scratch = getattr(self, "_scratch", None)
-            if scratch is None:
-                scratch = self._scratch = kernels._block_scratch(n, bs, moments=not blas)
+            coin_words, tiles, scratch = self._fast_setup()
             if not blas:
                 parts = [np.empty(n), np.empty(n), np.empty(n), np.empty(n), np.empty((n, n))]
                 kernels._clamp_all_moments(self.p, coin_words, *tiles, key_samples, count, bs, *scratch, *parts)
@@ -170,11 +162,10 @@ class _Simulation:
                 self.inputs, self.outputs, write, activity, stimulation, clamped,
             )
         if fast:  # n * n > _BLAS_PAIRS here: the samples go to the chunk buffers for one BLAS product
-            kernels._clamp_all_samples(self.p, coin_words, *tiles, key_samples, count, bs, *scratch,
+            kernels._clamp_all_samples(self.p, coin_words, *tiles, key_samples, count, bs, *scratch[:2],
                                        self.inputs, self.outputs)
         # The buffers are scratch once the moments are taken, so they may be centred in place.
         return chunk_moments(self.inputs[:count], self.outputs[:count], bs, overwrite=True)
-
 
     def _fast_setup(self):
         """Per-run tables of the parallel clamp-all kernels, made on first use."""
