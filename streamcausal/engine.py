@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import os
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -322,6 +323,34 @@ class SeedOutcome:
     resumed_from_chunk: int
 
 
+class _BackgroundWriter:
+    """Writes trajectory chunks on one background thread, one chunk in flight at a time.
+
+    Compressing and writing a chunk overlaps the simulation of the next one; ``wait``
+    (before every checkpoint, and at the end) returns once everything handed over is
+    written, and re-raises a write's error.
+    """
+
+    def __init__(self):
+        self._pool = None
+        self._pending = None
+
+    def write(self, function, *args):
+        self.wait()
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="streamcausal-writer")
+        self._pending = self._pool.submit(function, *args)
+
+    def wait(self):
+        if self._pending is not None:
+            pending, self._pending = self._pending, None
+            pending.result()
+
+    def close(self):
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+
+
 def _run_seed(plan, seed, seed_store=None, on_chunk=None):
     """Stream one seed's chunks, resuming from and writing checkpoints when given a store.
 
@@ -351,43 +380,48 @@ def _run_seed(plan, seed, seed_store=None, on_chunk=None):
         buffers = (np.empty((rows, n)), np.empty((rows, n)), np.empty(rows, dtype=np.bool_))
     last_checkpoint = time.perf_counter()
     chunk = first_chunk
-    while stopped_at is None and chunk < simulation.n_chunks:
-        start, stop = simulation.chunk_bounds(chunk)
-        trajectory = None
-        if plan.save_trajectory:
-            trajectory = tuple(buffer[: stop - start] for buffer in buffers)
-        total = total.merge(simulation.advance(chunk, trajectory))
-        if trajectory is not None:
-            activity, stimulation, clamped = trajectory
-            seed_store.write_trajectory(
-                start, activity.astype(plan.dtype), stimulation.astype(np.uint8), clamped
-            )
-        chunk += 1
-        if total.count >= next_mark:
-            convergence.append(_convergence_point(total, plan.A))
-            if keep_snapshots:
-                snapshots[total.count] = total.to_arrays()
-                if seed_store is not None:
-                    seed_store.write_snapshot(total.count, snapshots[total.count])
-            while next_mark <= total.count:
-                next_mark *= 2
-        if plan.target_se is not None and total.count > 2:
-            mean_se = np.nanmean(total.stderr()) if np.isfinite(total.stderr()).any() else np.inf
-            if mean_se <= plan.target_se:
-                stopped_at = stop
-        finished = stopped_at is not None or chunk == simulation.n_chunks
-        if finished and (not convergence or convergence[-1]["samples"] != total.count):
-            convergence.append(_convergence_point(total, plan.A))  # the final point, checkpointed too
-        if seed_store is not None and (
-            finished or time.perf_counter() - last_checkpoint >= plan.checkpoint_seconds
-        ):
-            seed_store.write_checkpoint(
-                chunk, _snapshot(simulation, total),
-                {"convergence": convergence, "stopped_at": stopped_at, "steps_done": stop},
-            )
-            last_checkpoint = time.perf_counter()
-        if on_chunk is not None:
-            on_chunk(stop, total)
+    writer = _BackgroundWriter()
+    try:
+        while stopped_at is None and chunk < simulation.n_chunks:
+            start, stop = simulation.chunk_bounds(chunk)
+            trajectory = None
+            if plan.save_trajectory:
+                trajectory = tuple(buffer[: stop - start] for buffer in buffers)
+            total = total.merge(simulation.advance(chunk, trajectory))
+            if trajectory is not None:
+                activity, stimulation, clamped = trajectory
+                writer.write(seed_store.write_trajectory, start, activity.astype(plan.dtype),
+                             stimulation.astype(np.uint8), clamped.copy())
+            chunk += 1
+            if total.count >= next_mark:
+                convergence.append(_convergence_point(total, plan.A))
+                if keep_snapshots:
+                    snapshots[total.count] = total.to_arrays()
+                    if seed_store is not None:
+                        seed_store.write_snapshot(total.count, snapshots[total.count])
+                while next_mark <= total.count:
+                    next_mark *= 2
+            if plan.target_se is not None and total.count > 2:
+                mean_se = np.nanmean(total.stderr()) if np.isfinite(total.stderr()).any() else np.inf
+                if mean_se <= plan.target_se:
+                    stopped_at = stop
+            finished = stopped_at is not None or chunk == simulation.n_chunks
+            if finished and (not convergence or convergence[-1]["samples"] != total.count):
+                convergence.append(_convergence_point(total, plan.A))  # the final point, checkpointed too
+            if seed_store is not None and (
+                finished or time.perf_counter() - last_checkpoint >= plan.checkpoint_seconds
+            ):
+                writer.wait()  # the chunks a checkpoint counts are on disk before it
+                seed_store.write_checkpoint(
+                    chunk, _snapshot(simulation, total),
+                    {"convergence": convergence, "stopped_at": stopped_at, "steps_done": stop},
+                )
+                last_checkpoint = time.perf_counter()
+            if on_chunk is not None:
+                on_chunk(stop, total)
+        writer.wait()
+    finally:
+        writer.close()
     if not convergence or convergence[-1]["samples"] != total.count:
         convergence.append(_convergence_point(total, plan.A))
     steps_done = stopped_at if stopped_at is not None else plan.n_steps
