@@ -1213,7 +1213,7 @@ def _add_estimate(subparsers) -> None:
     parser.add_argument("--lag", type=_count(1), default=1, metavar="L",
                         help="steps from input to outcome (default: 1)")
     parser.add_argument("--chunk-steps", type=_count(1), metavar="C",
-                        help="rows read per window (default: about 2**21 values, aligned to the "
+                        help="rows read per window (default: about 2**22 values, aligned to the "
                              "store's chunks)")
     parser.add_argument("--real-stimulation", action="store_true",
                         help="accept stimulation values other than 0/1 (real-valued clamps)")

@@ -562,6 +562,14 @@ def _simulate_block(p, coin_words, tile_ptr, tile_sources, tile_weights, key_sam
     _block_sigmoid(count, V, N)
 
 
+@njit(cache=True, error_model="numpy")
+def _simulate_block_in(slot, words, p, coin_words, tile_ptr, tile_sources, tile_weights, key_samples, block, count):
+    """Simulate a block's samples in this thread's scratch ``slot``; returns its (inputs, outputs), feature-major."""
+    U, N, V = slot[0], slot[1], slot[2]
+    _simulate_block(p, coin_words, tile_ptr, tile_sources, tile_weights, key_samples, block, count, U, N, V, words)
+    return U, V
+
+
 def _block_scratch(n, block_size, moments=False):
     """Per-thread work arrays of the clamp-all kernels, allocated once per simulation.
 
@@ -592,9 +600,8 @@ def _clamp_all_samples(p, coin_words, tile_ptr, tile_sources, tile_weights, key_
         lo = block * block_size
         count = min(block_size, n_samples - lo)
         slot = scratch[numba.get_thread_id()]
-        U, N, V = slot[0], slot[1], slot[2]
-        _simulate_block(p, coin_words, tile_ptr, tile_sources, tile_weights, key_samples, block, count, U, N, V,
-                        words[numba.get_thread_id()])
+        U, V = _simulate_block_in(slot, words[numba.get_thread_id()], p, coin_words, tile_ptr, tile_sources,
+                                  tile_weights, key_samples, block, count)
         _transpose_into(U, count, inputs, lo)
         _transpose_into(V, count, outputs, lo)
 
@@ -620,9 +627,8 @@ def _clamp_all_moments(p, coin_words, tile_ptr, tile_sources, tile_weights, key_
         lo = block * block_size
         count = min(block_size, n_samples - lo)
         slot = scratch[numba.get_thread_id()]
-        U, N, V = slot[0], slot[1], slot[2]
-        _simulate_block(p, coin_words, tile_ptr, tile_sources, tile_weights, key_samples, block, count, U, N, V,
-                        words[numba.get_thread_id()])
+        U, V = _simulate_block_in(slot, words[numba.get_thread_id()], p, coin_words, tile_ptr, tile_sources,
+                                  tile_weights, key_samples, block, count)
         # time-major copies for the moments, in the (n, block_size) slots 3 and 4 seen as (block_size, n)
         Us = slot[3].reshape((block_size, n))
         Vs = slot[4].reshape((block_size, n))

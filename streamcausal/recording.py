@@ -277,7 +277,7 @@ def _check_arguments(activity, stimulation, lag, chunk_steps, progress, binary, 
 
 
 def _default_chunk_steps(sources, width: int) -> int:
-    """About 2**21 values per window, a multiple of the recording's own chunk length when it can be."""
+    """Rows of run()'s default chunk (about 2**22 values), a multiple of the recording's own chunk length when it can be."""
     target = default_chunk_steps(width)
     align = sources[0].chunk_rows
     for source in sources[1:]:
@@ -365,7 +365,7 @@ def estimate(
     lag : int
         Steps from input to outcome, ``1 <= lag < T``.
     chunk_steps : int, optional
-        Rows per window. By default about ``2**21`` values, rounded to a multiple of the
+        Rows per window. By default about ``2**22`` values (as ``run()``'s chunks), rounded to a multiple of the
         recording's own chunk (shard) length along time so that every stored chunk is
         decoded once. Any value gives the same estimate up to rounding.
     progress : callable, optional
