@@ -3,24 +3,31 @@
 Orientation everywhere except :mod:`streamcausal.tutorial`: ``A[j, i]`` is the weight
 from source neuron ``i`` onto target neuron ``j``, and every estimate has ``A``'s
 orientation (``[target, source]``). Arrays are time-major ``(T, n)``.
+
+This module only re-exports the public API; zarr, Dask and matplotlib are imported
+where they are used.
 """
 
 from . import tutorial
+from ._version import __version__
+from .api import Seeds, Store, run
 from .designs import Observation, Perturbation
-from .engine import Trajectory, run, simulate
+from .engine import Trajectory, simulate
+from .io.recording import estimate, estimate_store
 from .moments import CrossMoments
 from .network import create_connectivity
-from .recording import estimate, estimate_store
+from .progress import Progress
 from .result import Result, score
-
-__version__ = "0.1.0"
 
 __all__ = [
     "__version__",
     "CrossMoments",
     "Observation",
     "Perturbation",
+    "Progress",
     "Result",
+    "Seeds",
+    "Store",
     "Trajectory",
     "create_connectivity",
     "estimate",

@@ -7,7 +7,8 @@ import numbers
 import numpy as np
 
 
-def _describe(value) -> str:
+def describe(value) -> str:
+    """A short repr for error messages."""
     text = repr(value)
     return text if len(text) <= 80 else text[:77] + "..."
 
@@ -18,7 +19,7 @@ def check_int(value, name: str, *, minimum: int | None = None, maximum: int | No
         if isinstance(value, (float, np.floating)) and float(value).is_integer():
             value = int(value)
         else:
-            raise TypeError(f"{name} must be an integer, got {_describe(value)} ({type(value).__name__})")
+            raise TypeError(f"{name} must be an integer, got {describe(value)} ({type(value).__name__})")
     value = int(value)
     if minimum is not None and value < minimum:
         raise ValueError(f"{name} must be >= {minimum}, got {value}")
@@ -30,7 +31,7 @@ def check_int(value, name: str, *, minimum: int | None = None, maximum: int | No
 def check_real(value, name: str) -> float:
     """Return ``value`` as a finite Python float."""
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name} must be a real number, got {_describe(value)} ({type(value).__name__})")
+        raise TypeError(f"{name} must be a real number, got {describe(value)} ({type(value).__name__})")
     value = float(value)
     if not np.isfinite(value):
         raise ValueError(f"{name} must be finite, got {value}")
@@ -52,31 +53,68 @@ def check_seed(value, name: str = "seed") -> int:
     return check_int(value, name, minimum=0, maximum=2**32 - 1)
 
 
+def check_numeric_dtype(dtype, name: str, what: str = "numeric array") -> np.dtype:
+    """Return ``dtype`` if it is a real number or bool dtype; refuse object, string and complex dtypes."""
+    try:
+        dtype = np.dtype(dtype)
+    except TypeError as error:
+        raise TypeError(f"{name} must be a {what}, got dtype {dtype!r}") from error
+    if dtype == object or not (np.issubdtype(dtype, np.number) or np.issubdtype(dtype, np.bool_)):
+        raise TypeError(f"{name} must be a {what}, got dtype {dtype}")
+    if np.issubdtype(dtype, np.complexfloating):
+        raise TypeError(f"{name} must be real, got complex dtype {dtype}")
+    return dtype
+
+
+def as_numeric_array(value, name: str, what: str = "numeric array") -> np.ndarray:
+    """``np.asarray(value)`` for a real numeric array; a clear TypeError for anything else."""
+    if value is None or isinstance(value, (str, bytes)):
+        raise TypeError(f"{name} must be a {what}, got {describe(value)}")
+    try:
+        array = np.asarray(value)
+    except Exception as error:  # ragged lists and other non-arrays
+        raise TypeError(f"{name} must be a {what}, got {describe(value)}") from error
+    check_numeric_dtype(array.dtype, name, what)
+    return array
+
+
+def check_float_array(value, name: str, shape: tuple[int, ...] | None, ndim: int) -> np.ndarray:
+    """Return ``value`` as a C-contiguous float64 array of ``ndim`` (and ``shape``) with finite entries."""
+    array = as_numeric_array(value, name)
+    if array.ndim != ndim:
+        raise ValueError(f"{name} must be {ndim}-D, got shape {array.shape}")
+    if shape is not None and array.shape != shape:
+        raise ValueError(f"{name} must have shape {shape}, got shape {array.shape}")
+    array = np.ascontiguousarray(array, dtype=np.float64)
+    finite = np.isfinite(array)
+    if not finite.all():
+        bad = tuple(int(k) for k in np.argwhere(~finite)[0])
+        raise ValueError(f"{name} must be finite, got {array[bad]} at {name}[{', '.join(map(str, bad))}]")
+    return array
+
+
 def check_connectivity(A, name: str = "A") -> np.ndarray:
     """Return ``A`` as a C-contiguous float64 square matrix with finite real entries."""
-    if isinstance(A, (str, bytes)) or A is None:
-        raise TypeError(f"{name} must be a square numeric matrix, got {_describe(A)}")
-    try:
-        array = np.asarray(A)
-    except Exception as error:  # ragged lists and other non-arrays
-        raise TypeError(f"{name} must be a square numeric matrix, got {_describe(A)}") from error
-    if array.dtype == object or not (
-        np.issubdtype(array.dtype, np.number) or np.issubdtype(array.dtype, np.bool_)
-    ):
-        raise TypeError(f"{name} must be a numeric matrix, got dtype {array.dtype}")
-    if np.iscomplexobj(array):
-        raise TypeError(f"{name} must be real, got complex dtype {array.dtype}")
+    array = as_numeric_array(A, name, "square numeric matrix")
     if array.ndim != 2 or array.shape[0] != array.shape[1]:
         raise ValueError(f"{name} must be a square 2-D matrix, got shape {array.shape}")
     if array.shape[0] == 0:
         raise ValueError(f"{name} must not be empty, got shape {array.shape}")
-    array = np.ascontiguousarray(array, dtype=np.float64)
-    if not np.all(np.isfinite(array)):
-        bad = np.argwhere(~np.isfinite(array))[0]
-        raise ValueError(
-            f"{name} must be finite, got {array[tuple(bad)]} at {name}[{bad[0]}, {bad[1]}]"
-        )
-    return array
+    return check_float_array(array, name, None, 2)
+
+
+def check_flag(value, name: str) -> bool:
+    """Return ``value`` as a bool, refusing anything but True and False."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be True or False, got {describe(value)}")
+    return bool(value)
+
+
+def check_callable(value, name: str):
+    """Return ``value`` if it is callable or None."""
+    if value is not None and not callable(value):
+        raise TypeError(f"{name} must be callable or None, got {describe(value)}")
+    return value
 
 
 def check_index(value, name: str, size: int) -> int:

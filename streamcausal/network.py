@@ -6,11 +6,13 @@ as in ``x_{t+1} = sigmoid(A x_t + eps)``.
 
 from __future__ import annotations
 
+import hashlib
+
 import numpy as np
 
 from ._validation import check_connectivity, check_int, check_open_closed, check_seed
 
-__all__ = ["create_connectivity", "check_connectivity"]
+__all__ = ["create_connectivity", "check_connectivity", "connectivity_digest"]
 
 
 def create_connectivity(n_neurons, density=0.1, random_state=42):
@@ -44,3 +46,8 @@ def create_connectivity(n_neurons, density=0.1, random_state=42):
     if largest_singular_value == 0:
         return A_0.astype(np.float64)
     return A_0 / (1.01 * largest_singular_value)
+
+
+def connectivity_digest(A) -> str:
+    """sha256 of ``A`` as C-contiguous float64 bytes: how a store recognises its connectivity."""
+    return hashlib.sha256(np.ascontiguousarray(A, dtype=np.float64).tobytes()).hexdigest()

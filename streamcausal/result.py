@@ -14,7 +14,7 @@ import numpy as np
 from ._validation import check_connectivity
 from .moments import CrossMoments
 
-__all__ = ["Result", "score"]
+__all__ = ["Result", "convergence_point", "score"]
 
 ESTIMATES = ("correlation", "effect")
 
@@ -35,6 +35,21 @@ def score(estimate, A) -> float:
     if x.size < 2 or np.ptp(x) == 0 or np.ptp(y) == 0:
         return float("nan")
     return float(np.corrcoef(x, y)[0, 1])
+
+
+def convergence_point(moments, A=None) -> dict:
+    """Samples, score against ``A`` (None when unknown or undefined) and mean standard error of ``moments``."""
+    stderr = moments.stderr()
+    mean_se = float(np.nanmean(stderr)) if np.isfinite(stderr).any() else float("nan")
+    return {
+        "samples": int(moments.count),
+        "score": None if A is None else _finite_or_none(score(moments.correlation(), A)),
+        "mean_se": _finite_or_none(mean_se),
+    }
+
+
+def _finite_or_none(value):
+    return float(value) if np.isfinite(value) else None
 
 
 @dataclass

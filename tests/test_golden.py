@@ -52,13 +52,12 @@ GOLDEN = {
 }
 
 
-def store_options(store, *, mode="w", save_trajectory=False, checkpoint_seconds=5.0):
-    return dict(store=store, resume=mode == "resume", save_trajectory=save_trajectory,
-                checkpoint_seconds=checkpoint_seconds)
+def store_options(store, **options):
+    return {"store": sc.Store(store, **options)}
 
 
 def seed_options(seeds, client):
-    return dict(seeds=seeds, client=client)
+    return {"seed": sc.Seeds(seeds, client=client)}
 
 
 def check(name, value):
@@ -97,7 +96,7 @@ def test_resumed_run(tmp_path):
     store = tmp_path / "run.zarr"
     calls = []
 
-    def interrupt(*event):
+    def interrupt(event):
         calls.append(event)
         if len(calls) == 3:
             raise KeyboardInterrupt
@@ -105,7 +104,7 @@ def test_resumed_run(tmp_path):
     with pytest.raises(KeyboardInterrupt):
         sc.run(A6, 40_000, seed=6, chunk_steps=5000, progress=interrupt,
                **store_options(store, checkpoint_seconds=0))
-    result = sc.run(A6, 40_000, seed=6, chunk_steps=5000, **store_options(store, mode="resume"))
+    result = sc.run(A6, 40_000, seed=6, chunk_steps=5000, **store_options(store, mode="r+"))
     assert result.parameters["resumed_from_chunk"] == 3
     check("resumed", digest(result))
 

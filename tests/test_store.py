@@ -310,29 +310,3 @@ def test_live_lock_is_refused_and_stale_lock_taken_over(tmp_path):
     lock_path.write_text("{torn")  # a lock file cut short by a kill
     sc.run(A6, 1001, store=path, resume=True, **RUN)
     assert not lock_path.exists()
-
-
-@pytest.mark.parametrize("n", [6, 100])
-def test_parallel_trajectory_path_equals_the_sequential_kernel(n):
-    """The tutorial design writes its trajectory from the parallel sample kernel: same bits."""
-    from streamcausal.engine import _Simulation
-
-    A = sc.create_connectivity(n)
-
-    def trajectory(T, chunk_steps, parallel):
-        simulation = _Simulation(A, T, sc.Perturbation(), 2, chunk_steps, "default")
-        simulation.parallel_trajectory = parallel
-        rows = (np.full((T, n), -1.0), np.full((T, n), -1.0), np.zeros(T, dtype=bool))
-        moments = []
-        for chunk in range(simulation.n_chunks):
-            a, b = simulation.chunk_bounds(chunk)
-            moments.append(simulation.advance(chunk, tuple(r[a:b] for r in rows)).to_arrays())
-        return rows, moments
-
-    for T in (2, 3, 5, 101, 1000, 1001):
-        for chunk_steps in (1, 2, 3, 7, 64, 5000):
-            (rows_p, moments_p), (rows_s, moments_s) = trajectory(T, chunk_steps, True), trajectory(T, chunk_steps, False)
-            for a, b in zip(rows_p, rows_s):
-                assert np.array_equal(a, b), (T, chunk_steps)
-            for a, b in zip(moments_p, moments_s):
-                assert all(np.array_equal(a[k], b[k]) for k in a), (T, chunk_steps)

@@ -3,7 +3,7 @@
 :func:`estimate` folds the pairs ``(stimulation[t], activity[t + lag])`` (or
 ``(activity[t], activity[t + lag])`` when there is no stimulation) over the selected
 steps ``t`` into the same :class:`~streamcausal.moments.CrossMoments` that
-:func:`~streamcausal.engine.run` streams, reading windows of rows aligned to the
+:func:`~streamcausal.run` streams, reading windows of rows aligned to the
 recording's own chunks and never holding anything of length ``T``;
 :func:`estimate_store` does the same for arrays named in a Zarr group. Every estimate
 is ``[target, source]`` = ``(n_outputs, n_inputs)``, the orientation of ``A``.
@@ -18,10 +18,11 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from ._validation import _describe, check_int
-from .engine import _block_size, chunk_moments, default_chunk_steps
-from .moments import CrossMoments
-from .result import Result
+from .._validation import check_callable, check_flag, check_int, check_numeric_dtype, describe
+from ..engine import default_chunk_steps
+from ..moments import CrossMoments, block_size, chunk_moments
+from ..progress import Progress
+from ..result import Result
 
 __all__ = ["estimate", "estimate_store"]
 
@@ -48,7 +49,7 @@ class _Source:
 
     def __init__(self, value, name: str):
         if value is None or isinstance(value, (str, bytes)):
-            raise TypeError(f"{name} must be an array (NumPy, memmap, Zarr or Dask), got {_describe(value)}")
+            raise TypeError(f"{name} must be an array (NumPy, memmap, Zarr or Dask), got {describe(value)}")
         if _is_dask(value):
             kind = "dask"
         elif isinstance(value, np.ndarray):
@@ -61,16 +62,9 @@ class _Source:
             try:
                 value = np.asarray(value)
             except Exception as error:  # ragged lists and other non-arrays
-                raise TypeError(f"{name} must be a numeric array, got {_describe(value)}") from error
+                raise TypeError(f"{name} must be a numeric array, got {describe(value)}") from error
             kind = "numpy"
-        try:
-            dtype = np.dtype(value.dtype)
-        except TypeError as error:
-            raise TypeError(f"{name} must have a numeric dtype, got dtype {value.dtype!r}") from error
-        if dtype == object or not (np.issubdtype(dtype, np.number) or np.issubdtype(dtype, np.bool_)):
-            raise TypeError(f"{name} must have a numeric dtype, got dtype {dtype}")
-        if np.issubdtype(dtype, np.complexfloating):
-            raise TypeError(f"{name} must be real, got complex dtype {dtype}")
+        dtype = check_numeric_dtype(value.dtype, name)
         self.array, self.name, self.kind, self.dtype = value, name, kind, dtype
         if any(isinstance(size, float) and math.isnan(size) for size in value.shape):
             raise ValueError(f"{name} must have a known shape, got {value.shape} (call compute_chunk_sizes())")
@@ -268,11 +262,9 @@ def _check_arguments(activity, stimulation, lag, chunk_steps, progress, binary, 
         raise ValueError(f"lag must be < the number of steps T={n_steps} of activity, got lag={lag}")
     if chunk_steps is not None:
         chunk_steps = check_int(chunk_steps, "chunk_steps", minimum=1)
-    if progress is not None and not callable(progress):
-        raise TypeError(f"progress must be callable or None, got {_describe(progress)}")
-    for name, flag in (("binary", binary), ("skip_nonfinite", skip_nonfinite)):
-        if not isinstance(flag, (bool, np.bool_)):
-            raise TypeError(f"{name} must be True or False, got {_describe(flag)}")
+    check_callable(progress, "progress")
+    check_flag(binary, "binary")
+    check_flag(skip_nonfinite, "skip_nonfinite")
     return activity, stimulation, lag, chunk_steps
 
 
@@ -346,7 +338,7 @@ def estimate(
     The samples are the pairs ``(stimulation[t], activity[t + lag])`` over the selected
     steps ``t`` with ``t + lag < T`` (with ``stimulation=None``, the observational pairs
     ``(activity[t], activity[t + lag])``). They are folded into the same
-    :class:`~streamcausal.moments.CrossMoments` as :func:`~streamcausal.engine.run`, one
+    :class:`~streamcausal.moments.CrossMoments` as :func:`~streamcausal.run`, one
     window of rows at a time, merged in window order, so the result is deterministic and
     peak memory does not depend on ``T``.
 
@@ -369,7 +361,8 @@ def estimate(
         recording's own chunk (shard) length along time so that every stored chunk is
         decoded once. Any value gives the same estimate up to rounding.
     progress : callable, optional
-        Called after every window as ``progress(steps_done, T)``.
+        Called after every window with a :class:`~streamcausal.progress.Progress`
+        (``steps_done`` rows of ``steps_total = T``, ``samples`` so far).
     skip_nonfinite : bool
         By default a NaN or inf in a row that enters a selected pair raises ValueError
         naming the array and the time index. With True such pairs are dropped and counted
@@ -393,7 +386,7 @@ def estimate(
     -----
     Windows of ``chunk_steps`` rows are read in order, each row of each array once; pairs
     that straddle two windows use the last ``lag`` rows of the previous window. The pairs
-    are reduced in small float64 batches by :func:`~streamcausal.engine.chunk_moments` and
+    are reduced in small float64 batches by :func:`~streamcausal.moments.chunk_moments` and
     merged in order. With 4 or more CPUs and arrays not in memory, the next window is
     read in a thread while the current one is reduced. A memmap's pages stay in the page
     cache and may count towards RSS; the process's own allocations do not grow with ``T``.
@@ -436,10 +429,10 @@ def estimate(
     carry_mode = lag <= chunk_steps
     input_sources = [inputs_source] + ([selection.mask] if selection.mask is not None else [])
     n_windows = -(-n_steps // chunk_steps)
-    block_size = _block_size(n)
+    samples_per_block = block_size(n)
     # Pairs are gathered and reduced in batches of about _BATCH_VALUES values (a multiple of
     # the kernel's block size): small float64 buffers, whatever the window.
-    batch_rows = max(1, _BATCH_VALUES // (max(n, n_in) * block_size)) * block_size
+    batch_rows = max(1, _BATCH_VALUES // (max(n, n_in) * samples_per_block)) * samples_per_block
     batch_rows = min(batch_rows, max(1, min(chunk_steps, n_steps)))
     inputs_buffer = np.empty((batch_rows, n_in))
     outputs_buffer = np.empty((batch_rows, n))
@@ -470,7 +463,7 @@ def estimate(
             return None, dropped
         if check_binary:
             _check_binary(inputs, stimulation.dtype, selected)
-        return chunk_moments(inputs, outputs, block_size), dropped
+        return chunk_moments(inputs, outputs, samples_per_block), dropped
 
     total = CrossMoments(n_in, n)
     skipped = 0
@@ -525,7 +518,7 @@ def estimate(
                     if moments is not None:
                         total += moments
             if progress is not None:
-                progress(e, n_steps)
+                progress(Progress(e, n_steps, samples=total.count))
     finally:
         if workers is not None:
             workers.shutdown(wait=True, cancel_futures=True)
@@ -621,7 +614,7 @@ def estimate_store(
         try:
             group = zarr.open_group(store, mode="r")
         except (FileNotFoundError, KeyError) as error:
-            raise ValueError(f"path_or_group must hold a Zarr group, found none at {_describe(store)}") from error
+            raise ValueError(f"path_or_group must hold a Zarr group, found none at {describe(store)}") from error
     where = str(group.store_path)
     arrays = {}
     for argument, name, optional in (
@@ -634,7 +627,7 @@ def estimate_store(
             continue
         if not isinstance(name, str):
             kind = "a string or None" if optional else "a string"
-            raise TypeError(f"{argument} must be {kind} naming an array in the store, got {_describe(name)}")
+            raise TypeError(f"{argument} must be {kind} naming an array in the store, got {describe(name)}")
         arrays[argument] = _lookup(group, name, argument, where)
     result = estimate(
         arrays["activity"],

@@ -14,37 +14,11 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from ._validation import _describe, check_int
+from .._validation import check_float_array, check_int, describe
 
 __all__ = ["CrossMoments"]
 
 _ARRAY_KEYS = ("count", "mean_in", "mean_out", "m2_in", "m2_out", "comoment")
-
-
-def _as_float_array(value, name: str, shape: tuple[int, ...] | None, ndim: int) -> np.ndarray:
-    """Return ``value`` as a C-contiguous float64 array with finite real entries."""
-    if value is None or isinstance(value, (str, bytes)):
-        raise TypeError(f"{name} must be a numeric array, got {_describe(value)}")
-    try:
-        array = np.asarray(value)
-    except Exception as error:  # ragged lists and other non-arrays
-        raise TypeError(f"{name} must be a numeric array, got {_describe(value)}") from error
-    if array.dtype == object or not (
-        np.issubdtype(array.dtype, np.number) or np.issubdtype(array.dtype, np.bool_)
-    ):
-        raise TypeError(f"{name} must be a numeric array, got dtype {array.dtype}")
-    if np.iscomplexobj(array):
-        raise TypeError(f"{name} must be real, got complex dtype {array.dtype}")
-    if array.ndim != ndim:
-        raise ValueError(f"{name} must be {ndim}-D, got shape {array.shape}")
-    if shape is not None and array.shape != shape:
-        raise ValueError(f"{name} must have shape {shape}, got shape {array.shape}")
-    array = np.ascontiguousarray(array, dtype=np.float64)
-    finite = np.isfinite(array)
-    if not finite.all():
-        bad = tuple(int(k) for k in np.argwhere(~finite)[0])
-        raise ValueError(f"{name} must be finite, got {array[bad]} at {name}[{', '.join(map(str, bad))}]")
-    return array
 
 
 def _batch_moments(inputs: np.ndarray, outputs: np.ndarray):
@@ -121,7 +95,7 @@ class CrossMoments:
     # ------------------------------------------------------------------ construction
 
     @classmethod
-    def from_parts(cls, count, mean_in, mean_out, m2_in, m2_out, comoment) -> "CrossMoments":
+    def from_parts(cls, count, mean_in, mean_out, m2_in, m2_out, comoment, *, validate=True) -> "CrossMoments":
         """Build an accumulator directly from its moments (copied, as float64).
 
         Parameters
@@ -139,22 +113,31 @@ class CrossMoments:
 
         With ``count == 0`` every array must be zero; with ``count == 1`` the sums of
         squares and the co-moment must be zero.
+
+        ``validate=False`` is for parts that are valid by construction (float64,
+        C-contiguous, right shapes, as the chunk reduction makes them): they are taken
+        as they are, without checks or copies.
         """
+        if not validate:
+            self = cls.__new__(cls)
+            self.n_inputs, self.n_outputs = mean_in.shape[0], mean_out.shape[0]
+            self._set(count, mean_in, mean_out, m2_in, m2_out, comoment)
+            return self
         if isinstance(count, np.ndarray):  # a 0-d or one-element array, as stored
             if count.size != 1 or count.ndim > 1:
                 raise ValueError(f"count must be a single integer, got shape {count.shape}")
             count = count.reshape(()).item()
         count = check_int(count, "count", minimum=0)
-        mean_in = _as_float_array(mean_in, "mean_in", None, 1)
-        mean_out = _as_float_array(mean_out, "mean_out", None, 1)
+        mean_in = check_float_array(mean_in, "mean_in", None, 1)
+        mean_out = check_float_array(mean_out, "mean_out", None, 1)
         n_inputs, n_outputs = mean_in.shape[0], mean_out.shape[0]
         if n_inputs == 0:
             raise ValueError(f"mean_in must not be empty, got shape {mean_in.shape}")
         if n_outputs == 0:
             raise ValueError(f"mean_out must not be empty, got shape {mean_out.shape}")
-        m2_in = _as_float_array(m2_in, "m2_in", (n_inputs,), 1)
-        m2_out = _as_float_array(m2_out, "m2_out", (n_outputs,), 1)
-        comoment = _as_float_array(comoment, "comoment", (n_outputs, n_inputs), 2)
+        m2_in = check_float_array(m2_in, "m2_in", (n_inputs,), 1)
+        m2_out = check_float_array(m2_out, "m2_out", (n_outputs,), 1)
+        comoment = check_float_array(comoment, "comoment", (n_outputs, n_inputs), 2)
         for name, m2 in (("m2_in", m2_in), ("m2_out", m2_out)):
             if np.any(m2 < 0):
                 k = int(np.argmax(m2 < 0))
@@ -165,7 +148,7 @@ class CrossMoments:
                 parts.update(mean_in=mean_in, mean_out=mean_out)
             for name, array in parts.items():
                 if np.any(array != 0):
-                    raise ValueError(f"{name} must be all zero when count is {count}, got {_describe(array)}")
+                    raise ValueError(f"{name} must be all zero when count is {count}, got {describe(array)}")
         self = cls(n_inputs, n_outputs)
         self._set(count, mean_in.copy(), mean_out.copy(), m2_in.copy(), m2_out.copy(), comoment.copy())
         return self
@@ -179,7 +162,7 @@ class CrossMoments:
         """
         if not isinstance(arrays, Mapping):
             raise TypeError(
-                f"arrays must be a mapping with keys {list(_ARRAY_KEYS)}, got {_describe(arrays)}"
+                f"arrays must be a mapping with keys {list(_ARRAY_KEYS)}, got {describe(arrays)}"
             )
         missing = [key for key in _ARRAY_KEYS if key not in arrays]
         if missing:
@@ -241,8 +224,8 @@ class CrossMoments:
         -------
         self : CrossMoments
         """
-        inputs = _as_float_array(inputs, "inputs", None, 2)
-        outputs = _as_float_array(outputs, "outputs", None, 2)
+        inputs = check_float_array(inputs, "inputs", None, 2)
+        outputs = check_float_array(outputs, "outputs", None, 2)
         if inputs.shape[1] != self.n_inputs:
             raise ValueError(f"inputs must have shape (k, {self.n_inputs}), got shape {inputs.shape}")
         if outputs.shape[1] != self.n_outputs:
@@ -278,7 +261,7 @@ class CrossMoments:
 
     def _check_compatible(self, other) -> None:
         if not isinstance(other, CrossMoments):
-            raise TypeError(f"other must be a CrossMoments, got {_describe(other)} ({type(other).__name__})")
+            raise TypeError(f"other must be a CrossMoments, got {describe(other)} ({type(other).__name__})")
         if (other.n_inputs, other.n_outputs) != (self.n_inputs, self.n_outputs):
             raise ValueError(
                 "other must have the same (n_inputs, n_outputs), got "

@@ -9,15 +9,17 @@ seed's last checkpoint, and either way it produces the same moments.
 
 from __future__ import annotations
 
-import inspect
 import os
 import queue
 import time
 import uuid
 
 from ._validation import check_int
+from .engine import run_seed
+from .io.store import RunStore
+from .result import convergence_point
 
-__all__ = ["open_client", "run_seeds"]
+__all__ = ["close_client", "open_client", "run_seeds"]
 
 _PROGRESS_INTERVAL = 0.5  # seconds between progress messages from a task
 
@@ -70,23 +72,14 @@ def close_client(client):
 
 def _seed_task(plan, seed, store, topic):
     """Run one seed on a worker; the unit of work Dask schedules and, if its worker dies, re-runs."""
-    from . import engine
-    from .store import RunStore
-
     seed_store = RunStore.reopen(store).seed(seed) if store is not None else None
-    publish = _publisher(topic, seed, plan.A)
-    outcome = engine._run_seed(plan, seed, seed_store, publish)
-    if seed_store is not None:
-        seed_store.write_estimates(outcome.moments)
-    return outcome
+    return run_seed(plan, seed, seed_store, _publisher(topic, seed, plan.A))
 
 
 def _publisher(topic, seed, A):
     if topic is None:
         return None
     from distributed import get_worker
-
-    from .engine import progress_info
 
     worker = get_worker()
     last = [0.0]
@@ -95,16 +88,19 @@ def _publisher(topic, seed, A):
         now = time.monotonic()
         if now - last[0] >= _PROGRESS_INTERVAL:
             last[0] = now
-            worker.log_event(topic, (seed, steps_done, progress_info(moments, A)))
+            worker.log_event(topic, (seed, steps_done, convergence_point(moments, A)))
 
     return publish
 
 
-def run_seeds(plan, seeds, store, client, workers, on_progress=None):
-    """Run every seed as a Dask task; return their outcomes in the order of ``seeds``."""
-    import distributed
+def run_seeds(plan, seeds, store, on_progress=None):
+    """Run every seed of ``seeds`` (a :class:`~streamcausal.api.Seeds`) as a Dask task.
 
-    client, owned = open_client(client, workers)
+    Returns their outcomes in the order of ``seeds.seeds``. ``store`` is the run
+    store's path or URL (None for none); ``on_progress(seed, steps_done, point)`` is
+    called in this thread as tasks report.
+    """
+    client, owned = open_client(seeds.client, seeds.workers)
     topic = f"streamcausal-progress-{uuid.uuid4().hex}" if on_progress is not None else None
     futures = []
     messages = queue.SimpleQueue()
@@ -114,7 +110,7 @@ def run_seeds(plan, seeds, store, client, workers, on_progress=None):
         futures = [
             client.submit(_seed_task, plan, seed, store, topic, pure=False,
                           key=f"streamcausal-seed-{seed}-{uuid.uuid4().hex[:8]}")
-            for seed in seeds
+            for seed in seeds.seeds
         ]
         while topic is not None and not all(future.done() for future in futures):
             try:
@@ -136,12 +132,3 @@ def run_seeds(plan, seeds, store, client, workers, on_progress=None):
         if owned:
             close_client(client)
 
-
-def accepts_info(callback) -> bool:
-    """Whether a progress callback takes a third ``info`` argument."""
-    try:
-        parameters = inspect.signature(callback).parameters.values()
-    except (TypeError, ValueError):
-        return False
-    positional = [p for p in parameters if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
-    return len(positional) >= 3 or any(p.kind == p.VAR_POSITIONAL for p in parameters)

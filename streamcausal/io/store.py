@@ -31,6 +31,8 @@ from pathlib import Path
 import numpy as np
 import zarr
 
+from ..network import connectivity_digest
+
 __all__ = ["SCHEMA_VERSION", "RunStore", "SeedStore", "StoreLock", "StoreError"]
 
 SCHEMA_VERSION = 1
@@ -47,10 +49,19 @@ RESUME_PARAMETERS = ("n_neurons", "connectivity_sha256", "design", "seed", "seed
 
 
 class StoreError(ValueError):
-    """A store that cannot be used as asked: foreign, newer schema, locked, or mismatched."""
+    """A store that cannot be used as asked: foreign, newer schema, locked, or mismatched.
+
+    ``parameter`` names the run parameter that differs from the stored run (on a
+    refused resume) or ``"mode"`` when the store's state contradicts the mode asked
+    for; None otherwise. The command line maps it to its option.
+    """
+
+    def __init__(self, message, *, parameter=None):
+        super().__init__(message)
+        self.parameter = parameter
 
 
-def _local_path(store) -> Path | None:
+def local_path(store) -> Path | None:
     """The directory behind ``store`` when it is on local disk, else None."""
     if isinstance(store, (str, os.PathLike)):
         text = os.fspath(store)
@@ -63,12 +74,8 @@ def _local_path(store) -> Path | None:
 
 
 def describe_store(store) -> str:
-    path = _local_path(store)
+    path = local_path(store)
     return str(path) if path is not None else repr(store)
-
-
-def connectivity_digest(A: np.ndarray) -> str:
-    return hashlib.sha256(np.ascontiguousarray(A, dtype=np.float64).tobytes()).hexdigest()
 
 
 def _checksum(arrays: dict) -> str:
@@ -96,7 +103,7 @@ class StoreLock:
 
     @classmethod
     def for_store(cls, store) -> "StoreLock":
-        return cls(_local_path(store))
+        return cls(local_path(store))
 
     def _owner(self):
         try:
@@ -306,19 +313,24 @@ class SeedStore:
 class RunStore:
     """A run's Zarr group, created fresh or reopened for resume."""
 
-    def __init__(self, group, local_path):
+    def __init__(self, group, directory):
         self.group = group
-        self.local_path = local_path
+        self.local_path = directory
 
     @classmethod
-    def open(cls, store, parameters, A, *, resume, overwrite):
-        """Open ``store`` for a run with ``parameters`` (create, or check them when resuming)."""
-        local_path = _local_path(store)
+    def open(cls, store, parameters, A, *, mode="w-"):
+        """Open ``store`` for a run with ``parameters`` in a zarr-like ``mode`` (see ``api.STORE_MODES``).
+
+        ``"w-"`` creates and refuses an existing run, ``"w"`` replaces it, ``"r+"``
+        continues it (checking that the parameters agree), ``"a"`` continues it when
+        there is one and creates it otherwise.
+        """
+        directory = local_path(store)
         where = describe_store(store)
-        if local_path is not None and local_path.exists():
-            if not local_path.is_dir():
+        if directory is not None and directory.exists():
+            if not directory.is_dir():
                 raise StoreError(f"store {where} is a file, not a Zarr store directory")
-            if any(local_path.iterdir()) and not (local_path / "zarr.json").exists():
+            if any(directory.iterdir()) and not (directory / "zarr.json").exists():
                 raise StoreError(f"store {where} is a directory that is not a Zarr store; "
                                  f"it is left untouched")
         try:
@@ -340,25 +352,26 @@ class RunStore:
                 )
             if header.get("kind") != "run":
                 raise StoreError(f"store {where} holds a {header.get('kind')!r}, not a run")
-            if resume:
+            if mode in ("r+", "a"):
                 cls._check_same(attrs.get("parameters", {}), parameters, where)
-                return cls(zarr.open_group(store, mode="r+"), local_path)
-            if not overwrite:
+                return cls(zarr.open_group(store, mode="r+"), directory)
+            if mode != "w":
                 raise StoreError(
-                    f"store {where} already holds a run; pass resume=True to continue it "
-                    f"or overwrite=True to replace it"
+                    f"store {where} already holds a run; open it with mode 'r+' to continue it "
+                    f"or 'w' to replace it",
+                    parameter="mode",
                 )
-        if resume:
-            raise StoreError(f"cannot resume store {where}: it holds no run yet")
+        if mode == "r+":
+            raise StoreError(f"cannot resume store {where}: it holds no run yet", parameter="mode")
         group = zarr.open_group(store, mode="w")
-        run_store = cls(group, local_path)
+        run_store = cls(group, directory)
         run_store._create(parameters, A)
         return run_store
 
     @classmethod
     def reopen(cls, store):
         """Open an existing run store for writing, without checks (on Dask workers)."""
-        return cls(zarr.open_group(store, mode="r+"), _local_path(store))
+        return cls(zarr.open_group(store, mode="r+"), local_path(store))
 
     @staticmethod
     def _check_same(stored, wanted, where):
@@ -370,7 +383,8 @@ class RunStore:
             if have != want:
                 shown = {"connectivity_sha256": "A (connectivity)"}.get(name, name)
                 raise StoreError(
-                    f"cannot resume store {where}: {shown} differs (stored {have!r}, given {want!r})"
+                    f"cannot resume store {where}: {shown} differs (stored {have!r}, given {want!r})",
+                    parameter=name,
                 )
 
     def _create(self, parameters, A):

@@ -1,0 +1,228 @@
+"""One seed's chunked simulation: the network stepped chunk by chunk, each chunk reduced to its moments.
+
+Orientation: ``A[j, i]`` is the weight from source ``i`` onto target ``j``; the
+estimates returned are ``[target, source]``. Arrays are time-major ``(T, n)``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .. import kernels
+from .._validation import check_callable, check_connectivity, check_int, check_seed
+from ..designs import Observation, Perturbation, check_design
+from ..moments import CrossMoments, block_size, chunk_moments
+from ..moments.reduce import BLAS_PAIRS
+
+__all__ = ["RNG_MODES", "Simulation", "Trajectory", "check_simulation_arguments", "default_chunk_steps", "simulate"]
+
+RNG_MODES = ("default", "legacy")
+
+
+def default_chunk_steps(n_neurons: int) -> int:
+    """Steps per chunk when none is given: about 2**22 state values, and at least 8192 steps.
+
+    Each chunk has fixed costs: Python and kernel launches (at n = 6 about as much as
+    10**4 samples) and an n x n merge (at n = 1000 about as much as 150 samples), so
+    chunks are long: 2**22 // n steps, at least 8192 (at most 2**25 values, 256 MiB
+    per buffer, for very large n) and at most 2**19.
+    """
+    n = n_neurons
+    return int(max(1024, min(2**19, max(2**22 // n, min(8192, 2**25 // n)))))
+
+
+
+def check_simulation_arguments(A, n_steps, design, seed, chunk_steps, rng, progress=None):
+    """The checked ``(A, n_steps, design, seed, chunk_steps, rng)`` of a simulation."""
+    A = check_connectivity(A)
+    n_steps = check_int(n_steps, "n_steps", minimum=2)
+    design = check_design(design)
+    seed = check_seed(seed)
+    if chunk_steps is None:
+        chunk_steps = default_chunk_steps(A.shape[0])
+    chunk_steps = check_int(chunk_steps, "chunk_steps", minimum=1)
+    if not isinstance(rng, str) or rng not in RNG_MODES:
+        raise ValueError(f"rng must be one of {RNG_MODES}, got {rng!r}")
+    check_callable(progress, "progress")
+    return A, n_steps, design, seed, chunk_steps, rng
+
+
+def compressed_columns(A):
+    """A as compressed sparse columns: column i lists source i's targets and weights."""
+    targets, sources = np.nonzero(A)
+    order = np.lexsort((targets, sources))  # by source, then target
+    sources, targets = sources[order], targets[order]
+    col_ptr = np.zeros(A.shape[1] + 1, dtype=np.int64)
+    np.add.at(col_ptr, sources + 1, 1)
+    return np.cumsum(col_ptr), targets.astype(np.int64), A[targets, sources].copy()
+
+
+@dataclass
+class Trajectory:
+    """A simulated trajectory held in memory, time-major.
+
+    activity : (T, n) state x_t after any clamp; stimulation : (T, n) the 0/1 stimulation
+    pattern on clamped steps (0 elsewhere); clamped : (T,) which steps were clamped.
+    """
+
+    activity: np.ndarray
+    stimulation: np.ndarray
+    clamped: np.ndarray
+
+
+class Simulation:
+    """One seed's chunked simulation: its streams, carried state and reusable chunk buffers."""
+
+    def __init__(self, A, n_steps, design, seed, chunk_steps, rng):
+        self.n = A.shape[0]
+        self.n_steps = n_steps
+        self.design = design
+        self.seed = seed
+        self.chunk_steps = chunk_steps
+        self.legacy = rng == "legacy"
+        self.n_chunks = -(-n_steps // chunk_steps)
+        self.col_ptr, self.row_idx, self.weights = compressed_columns(A)
+        if isinstance(design, Observation):
+            self.clamp_mode, self.every, self.p = kernels.CLAMP_NONE, 1, 0.5
+        else:
+            self.every, self.p = design.every, design.p
+            self.clamp_mode = kernels.CLAMP_ALL if design.clamp == "all" else kernels.CLAMP_STIMULATED
+        self.block_size = block_size(self.n)
+        self.state = np.zeros(self.n)
+        legacy_state = np.random.RandomState(seed).get_state()
+        self.mt = np.array(legacy_state[1], dtype=np.uint32)
+        self.mt_pos = np.array([legacy_state[2], legacy_state[3]], dtype=np.int64)
+        self.gauss = np.array([legacy_state[4]], dtype=np.float64)
+        max_samples = min(chunk_steps, n_steps)
+        self.inputs = np.empty((max_samples, self.n))
+        self.outputs = np.empty((max_samples, self.n))
+
+    def chunk_bounds(self, chunk):
+        start = chunk * self.chunk_steps
+        return start, min(start + self.chunk_steps, self.n_steps)
+
+    def _keys(self, chunk):
+        words = np.random.SeedSequence(self.seed, spawn_key=(chunk,)).generate_state(2, np.uint64)
+        return np.uint64(words[0]), np.uint64(words[1])
+
+    def _samples_in(self, start, stop):
+        last = min(stop, self.n_steps - 1)  # clamped steps are multiples of every in [start, last)
+        if last <= start:
+            return 0
+        return (last + self.every - 1) // self.every - (start + self.every - 1) // self.every
+
+    def advance(self, chunk, trajectory=None):
+        """Run one chunk; return its moments. ``trajectory`` = (activity, stimulation, clamped) rows to fill.
+
+        The clamp-all design's samples (default streams, no trajectory) come from the
+        parallel block kernels: for n * n <= ``BLAS_PAIRS`` folded into moments inside
+        the kernel, otherwise written to the chunk buffers for one BLAS product. Any
+        other case steps through :func:`kernels._sequential_chunk`. Both give the same
+        samples and take their moments the same way, so the moments are bit-identical.
+        """
+        start, stop = self.chunk_bounds(chunk)
+        key_samples, key_other = self._keys(chunk)
+        n, bs = self.n, self.block_size
+        blas = n * n > BLAS_PAIRS
+        fast = trajectory is None and not self.legacy and self.clamp_mode == kernels.CLAMP_ALL
+        if trajectory is not None and not self.legacy \
+                and self.clamp_mode == kernels.CLAMP_ALL and self.every == 2:
+            return self._advance_paired(start, stop, key_samples, key_other, trajectory)
+        if fast:
+            count = self._samples_in(start, stop)
+            if count == 0:
+                return CrossMoments(n, n)
+            coin_words, tiles, scratch = self._fast_setup()
+            if not blas:
+                parts = [np.empty(n), np.empty(n), np.empty(n), np.empty(n), np.empty((n, n))]
+                kernels._clamp_all_moments(self.p, coin_words, *tiles, key_samples, count, bs, *scratch, *parts)
+                return CrossMoments.from_parts(count, *parts)
+        else:
+            write = trajectory is not None
+            activity, stimulation, clamped = trajectory if write else (self.inputs[:0], self.inputs[:0], np.empty(0, np.bool_))
+            count = kernels._sequential_chunk(
+                start, stop, self.n_steps, self.every, self.clamp_mode, self.p,
+                self.col_ptr, self.row_idx, self.weights, self.state,
+                self.legacy, key_samples, key_other, bs, self.mt, self.mt_pos, self.gauss,
+                self.inputs, self.outputs, write, activity, stimulation, clamped,
+            )
+        if fast:  # n * n > BLAS_PAIRS here: the samples go to the chunk buffers for one BLAS product
+            kernels._clamp_all_samples(self.p, coin_words, *tiles, key_samples, count, bs, *scratch[:2],
+                                       self.inputs, self.outputs)
+        # The buffers are scratch once the moments are taken, so they may be centred in place.
+        return chunk_moments(self.inputs[:count], self.outputs[:count], bs, overwrite=True)
+
+    def _fast_setup(self):
+        """Per-run tables of the parallel clamp-all kernels, made on first use."""
+        if getattr(self, "_drive_tiles", None) is None:
+            self._drive_tiles = kernels._drive_tiles(self.col_ptr, self.row_idx, self.weights, self.n,
+                                                     self.block_size)
+        if getattr(self, "_scratch", None) is None:
+            self._scratch = kernels._block_scratch(self.n, self.block_size, moments=self.n * self.n <= BLAS_PAIRS)
+        coin_words = (self.n + 63) // 64 if self.p == 0.5 else self.n
+        return coin_words, self._drive_tiles, self._scratch
+
+    def _advance_paired(self, start, stop, key_samples, key_other, trajectory):
+        """The tutorial's design (clamp all, every 2) with its trajectory, samples in parallel.
+
+        Every even step is a clamp and every odd one its outcome, so the parallel sample
+        kernel gives the whole trajectory; only the last step of an odd-length run (no
+        clamp, no outcome) is one sequential step. Rows, state and moments equal those
+        of :func:`kernels._sequential_chunk`, which the tests check.
+        """
+        activity, stimulation, clamped = trajectory
+        count = self._samples_in(start, stop)
+        stimulation[...] = 0.0
+        clamped[...] = False
+        if count:
+            coin_words, tiles, scratch = self._fast_setup()
+            kernels._clamp_all_samples(self.p, coin_words, *tiles, key_samples, count, self.block_size,
+                                       *scratch[:2], self.inputs, self.outputs)
+        first = start + start % 2  # the first clamped step of the chunk
+        clamp_rows = np.arange(first - start, first - start + 2 * count, 2)
+        if start % 2 or count == 0:
+            activity[0] = self.state  # the previous chunk's last outcome, or the final unclamped step
+        activity[clamp_rows] = self.inputs[:count]
+        stimulation[clamp_rows] = self.inputs[:count]
+        clamped[clamp_rows] = True
+        outcome_rows = clamp_rows + 1
+        inside = outcome_rows < stop - start
+        activity[outcome_rows[inside]] = self.outputs[:count][inside]
+        if count and not inside[-1]:
+            self.state[:] = self.outputs[count - 1]  # x_stop, the first row of the next chunk
+        last_transition = self.n_steps - 2
+        if last_transition % 2 and start <= last_transition < stop:
+            # An odd-length run ends with one unclamped step, drawn from the chunk's other stream.
+            row = last_transition - start
+            self.state[:] = activity[row]
+            kernels._sequential_chunk(
+                last_transition, stop, self.n_steps, self.every, self.clamp_mode, self.p,
+                self.col_ptr, self.row_idx, self.weights, self.state,
+                False, key_samples, key_other, self.block_size, self.mt, self.mt_pos, self.gauss,
+                self.inputs[count:], self.outputs[count:], True,
+                activity[row:], stimulation[row:], clamped[row:],
+            )
+        return chunk_moments(self.inputs[:count], self.outputs[:count], self.block_size, overwrite=True)
+
+
+
+def simulate(A, n_steps, *, design=Perturbation(), seed=0, chunk_steps=None, rng="default"):
+    """The trajectory that :func:`run` with the same arguments streams, held in memory.
+
+    Returns a :class:`Trajectory` of ``(n_steps, n)`` arrays, for plots and checks on
+    short runs; :func:`run` gives the same estimate without holding it.
+    """
+    A, n_steps, design, seed, chunk_steps, rng = check_simulation_arguments(
+        A, n_steps, design, seed, chunk_steps, rng
+    )
+    simulation = Simulation(A, n_steps, design, seed, chunk_steps, rng)
+    n = simulation.n
+    activity, stimulation = np.empty((n_steps, n)), np.empty((n_steps, n))
+    clamped = np.empty(n_steps, dtype=np.bool_)
+    for chunk in range(simulation.n_chunks):
+        start, stop = simulation.chunk_bounds(chunk)
+        simulation.advance(chunk, (activity[start:stop], stimulation[start:stop], clamped[start:stop]))
+    return Trajectory(activity, stimulation, clamped)
+
