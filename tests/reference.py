@@ -119,8 +119,8 @@ def _ols_matrix(U, V):
 
 # --------------------------------------------------------------------------- random streams
 # Pure-Python (int arithmetic and the math module) versions of the default random stream of
-# streamcausal.kernels: SplitMix64 counters, 0/1 coins and a 256-layer Marsaglia-Tsang
-# ziggurat. They follow kernels.py operation for operation, so draws agree bit for bit.
+# streamcausal._kernels.rng: SplitMix64 counters, 0/1 coins and a 256-layer Marsaglia-Tsang
+# ziggurat. They follow _kernels/rng.py operation for operation, so draws agree bit for bit.
 
 MASK64 = (1 << 64) - 1
 SPLITMIX_GOLDEN = 0x9E3779B97F4A7C15
@@ -236,7 +236,7 @@ class ReferenceStream:
 
 
 def reference_stream_draws(start: int, p: float, n_coins: int, n_normals: int):
-    """As ``kernels._stream_draws``: coins then normals from one stream.
+    """As ``_kernels.rng._stream_draws``: coins then normals from one stream.
 
     Returns (coins, normals, final counter, path counts).
     """

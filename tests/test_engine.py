@@ -594,7 +594,7 @@ def test_result_attributes():
 @pytest.mark.parametrize("n_steps, chunk_steps", [(1000, 100), (1001, 100), (10, 3), (10, 1), (10, 50)])
 def test_progress_is_called_once_per_chunk(n_steps, chunk_steps):
     calls = []
-    run(A5, n_steps, chunk_steps=chunk_steps, progress=lambda done, total: calls.append((done, total)))
+    run(A5, n_steps, chunk_steps=chunk_steps, progress=lambda event: calls.append((event.steps_done, event.steps_total)))
     n_chunks = -(-n_steps // chunk_steps)
     assert len(calls) == n_chunks
     assert [done for done, _ in calls] == [min((k + 1) * chunk_steps, n_steps) for k in range(n_chunks)]
@@ -604,10 +604,12 @@ def test_progress_is_called_once_per_chunk(n_steps, chunk_steps):
 
 def test_progress_with_default_chunks_and_legacy():
     calls = []
-    run(A5, 5000, rng="legacy", design=Observation(), progress=lambda *a: calls.append(a[:2]))
-    done = [c[0] for c in calls]
+    run(A5, 5000, rng="legacy", design=Observation(), progress=calls.append)
+    done = [event.steps_done for event in calls]
     assert done == sorted(done) and len(set(done)) == len(done)
-    assert calls[-1] == (5000, 5000)
+    last = calls[-1]
+    assert (last.steps_done, last.steps_total, last.seed, last.samples, last.fraction) == (5000, 5000, 0, 4999, 1.0)
+    assert last.score is not None and last.mean_se > 0
 
 
 # =========================================================================== bad arguments

@@ -16,19 +16,25 @@ from distributed import Client, LocalCluster
 import streamcausal as sc
 
 A6 = sc.create_connectivity(6)
-RUN = dict(chunk_steps=2000, checkpoint_seconds=0)
+RUN = dict(chunk_steps=2000)
 N_STEPS = 20_001
+
+
+def on(client, seeds=(3, 1, 2)):
+    return sc.Seeds(list(seeds), client=client)
+
+
+def stored(location, **options):
+    return sc.Store(location, **{"checkpoint_seconds": 0, **options})
 
 
 def moments_equal(a, b):
     return all(np.array_equal(x, y) for x, y in zip(a.to_arrays().values(), b.to_arrays().values()))
 
 
-@pytest.fixture(scope="module")
-def client():
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0") as cluster:
-        with Client(cluster) as client:
-            yield client
+@pytest.fixture
+def client(cluster_client):
+    return cluster_client
 
 
 @pytest.fixture(scope="module")
@@ -41,13 +47,13 @@ def serial():
 
 def test_merged_result_is_bit_identical_across_worker_counts(client, serial):
     parts, merged = serial
-    on_two = sc.run(A6, N_STEPS, seeds=[3, 1, 2], client=client, **RUN)
+    on_two = sc.run(A6, N_STEPS, seed=on(client), **RUN)
     assert moments_equal(on_two.moments, merged)
     with LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=":0") as cluster:
         with Client(cluster) as one:
-            on_one = sc.run(A6, N_STEPS, seeds=[3, 1, 2], client=one, **RUN)
+            on_one = sc.run(A6, N_STEPS, seed=on(one), **RUN)
     assert moments_equal(on_one.moments, merged)
-    via_address = sc.run(A6, N_STEPS, seeds=[3, 1, 2], client=client.scheduler.address, **RUN)
+    via_address = sc.run(A6, N_STEPS, seed=on(client.scheduler.address), **RUN)
     assert moments_equal(via_address.moments, merged)
     assert list(on_two.per_seed) == [3, 1, 2]
     for part, seed in zip(parts, (3, 1, 2)):
@@ -56,7 +62,7 @@ def test_merged_result_is_bit_identical_across_worker_counts(client, serial):
 
 
 def test_seed_to_seed_standard_error_agrees_with_moment_based_one(client):
-    result = sc.run(A6, 200_001, n_seeds=4, client=client, chunk_steps=50_000)
+    result = sc.run(A6, 200_001, seed=sc.Seeds(4, client=client), chunk_steps=50_000)
     between = result.stderr_between_seeds
     assert between.shape == (6, 6) and np.all(np.isfinite(between))
     ratio = np.nanmean(between) / np.nanmean(result.stderr)
@@ -66,19 +72,19 @@ def test_seed_to_seed_standard_error_agrees_with_moment_based_one(client):
 
 def test_progress_reports_every_seed_and_ends_at_total(client):
     calls = []
-    sc.run(A6, N_STEPS, seeds=[0, 1], client=client, progress=lambda done, total, info: calls.append((done, total, info)), **RUN)
-    assert calls[-1][0] == calls[-1][1] == 2 * N_STEPS
-    assert {info["seed"] for _, _, info in calls} == {0, 1}
-    assert all({"samples", "score", "mean_se"} <= set(info) for _, _, info in calls)
+    sc.run(A6, N_STEPS, seed=on(client, [0, 1]), progress=calls.append, **RUN)
+    assert calls[-1].steps_done == calls[-1].steps_total == 2 * N_STEPS
+    assert {event.seed for event in calls} == {0, 1}
+    assert all(event.samples > 0 and event.mean_se > 0 for event in calls)
     plain = []
-    sc.run(A6, N_STEPS, seed=0, progress=lambda done, total: plain.append(done), **RUN)
+    sc.run(A6, N_STEPS, seed=0, progress=lambda event: plain.append(event.steps_done), **RUN)
     assert plain == list(range(2000, N_STEPS, 2000)) + [N_STEPS]
 
 
 def test_each_seed_writes_its_own_part_of_the_store(client, serial, tmp_path):
     parts, merged = serial
     path = tmp_path / "seeds.zarr"
-    result = sc.run(A6, N_STEPS, seeds=[3, 1, 2], client=client, store=path, save_trajectory=True, **RUN)
+    result = sc.run(A6, N_STEPS, seed=on(client), store=stored(path, save_trajectory=True), **RUN)
     assert moments_equal(result.moments, merged)
     group = zarr.open_group(path, mode="r")
     for part, seed in zip(parts, (3, 1, 2)):
@@ -87,7 +93,8 @@ def test_each_seed_writes_its_own_part_of_the_store(client, serial, tmp_path):
         np.testing.assert_allclose(group[f"seed_{seed}/activity"][...], trajectory.activity, atol=6e-8)
     np.testing.assert_array_equal(group["estimates/effect"][...], result.effect)
     assert group.attrs["parameters"]["seeds"] == [3, 1, 2]
-    again = sc.run(A6, N_STEPS, seeds=[3, 1, 2], client=client, store=path, save_trajectory=True, resume=True, **RUN)
+    again = sc.run(A6, N_STEPS, seed=on(client), store=stored(path, save_trajectory=True, mode="r+"),
+                   **RUN)
     assert moments_equal(again.moments, merged)
 
 
@@ -99,7 +106,7 @@ def test_task_whose_worker_is_killed_is_retried_with_unchanged_result(serial, tm
             pids = client.run(os.getpid)
             started = threading.Event()
 
-            def progress(done, total, info):
+            def progress(event):
                 started.set()
 
             def killer():
@@ -108,9 +115,8 @@ def test_task_whose_worker_is_killed_is_retried_with_unchanged_result(serial, tm
 
             thread = threading.Thread(target=killer)
             thread.start()
-            slow = dict(RUN, checkpoint_seconds=0)
-            result = sc.run(A6, N_STEPS, seeds=[3, 1, 2], client=client, progress=progress,
-                            store=tmp_path / "retry.zarr", **slow)
+            result = sc.run(A6, N_STEPS, seed=on(client), progress=progress,
+                            store=stored(tmp_path / "retry.zarr"), **RUN)
             thread.join()
             assert set(client.run(os.getpid).values()) != set(pids.values())  # a worker was replaced
     assert moments_equal(result.moments, merged)
@@ -121,9 +127,9 @@ CHILD = textwrap.dedent(
     import sys, time
     import streamcausal as sc
     if __name__ == "__main__":
-        sc.run(sc.create_connectivity(6), 400_001, seeds=[3, 1, 2], workers=2, chunk_steps=2000,
-               checkpoint_seconds=0, store=sys.argv[1],
-               progress=lambda done, total, info: print(done, flush=True))
+        sc.run(sc.create_connectivity(6), 400_001, seed=sc.Seeds([3, 1, 2], workers=2), chunk_steps=2000,
+               store=sc.Store(sys.argv[1], checkpoint_seconds=0),
+               progress=lambda event: print(event.steps_done, flush=True))
     """
 )
 
@@ -140,8 +146,8 @@ def test_killed_multi_seed_run_resumes_each_seed(tmp_path):
     os.killpg(child.pid, signal.SIGKILL)  # the driver and its workers, as a power cut would
     child.wait(timeout=30)
     time.sleep(0.5)
-    resumed = sc.run(A6, 400_001, seeds=[3, 1, 2], workers=2, chunk_steps=2000, checkpoint_seconds=0,
-                     store=path, resume=True)
+    resumed = sc.run(A6, 400_001, seed=sc.Seeds([3, 1, 2], workers=2), chunk_steps=2000,
+                     store=stored(path, mode="r+"))
     assert any(r.parameters["resumed_from_chunk"] > 0 for r in resumed.per_seed.values())
     fresh = [sc.run(A6, 400_001, seed=s, chunk_steps=2000) for s in (3, 1, 2)]
     merged = fresh[0].moments.merge(fresh[1].moments).merge(fresh[2].moments)
@@ -170,29 +176,30 @@ def test_stopping_rule_stops_at_target_and_reports_steps(tmp_path):
     assert np.nanmean(longer.stderr) > 0.004  # it stopped at the first chunk that reached the target
     path = tmp_path / "stop.zarr"
     stored = sc.run(A6, 10_000_001, chunk_steps=10_000, target_se=0.004, store=path)
-    again = sc.run(A6, 10_000_001, chunk_steps=10_000, target_se=0.004, store=path, resume=True)
+    again = sc.run(A6, 10_000_001, chunk_steps=10_000, target_se=0.004, store=sc.Store(path, mode="r+"))
     assert again.n_steps == stored.n_steps == result.n_steps
     assert zarr.open_group(path, mode="r").attrs["steps_done"] == {"0": result.n_steps}
 
 
 def test_bad_seed_arguments_are_named():
-    with pytest.raises(ValueError, match="seeds or n_seeds, not both"):
-        sc.run(A6, 100, seeds=[1], n_seeds=2)
     with pytest.raises(ValueError, match="seeds must be distinct, got \\[1, 1\\]"):
-        sc.run(A6, 100, seeds=[1, 1])
+        sc.Seeds([1, 1])
     with pytest.raises(ValueError, match="seeds must not be empty"):
-        sc.run(A6, 100, seeds=[])
+        sc.Seeds([])
     with pytest.raises(ValueError, match="seeds must be >= 0, got -1"):
-        sc.run(A6, 100, seeds=[-1])
-    with pytest.raises(TypeError, match="seeds must be a sequence of integers, got 5"):
-        sc.run(A6, 100, seeds=5)
-    with pytest.raises(ValueError, match="n_seeds must be >= 1, got 0"):
-        sc.run(A6, 100, n_seeds=0)
+        sc.Seeds([-1])
+    with pytest.raises(TypeError, match="seeds must be a count or a sequence of integers, got 'ab'"):
+        sc.Seeds("ab")
+    with pytest.raises(ValueError, match="seeds must be >= 1, got 0"):
+        sc.Seeds(0)
+    with pytest.raises(ValueError, match="workers applies only when streamcausal starts the cluster"):
+        sc.Seeds(2, client="tcp://127.0.0.1:9", workers=2)
+    with pytest.raises(ValueError, match="workers must be >= 1, got 0"):
+        sc.Seeds(2, workers=0)
+    assert sc.Seeds(range(5, 8)).seeds == (5, 6, 7)
     with pytest.raises(ValueError, match="target_se must be > 0, got 0.0"):
         sc.run(A6, 100, target_se=0.0)
-    with pytest.raises(ValueError, match="client and workers apply to several seeds"):
-        sc.run(A6, 100, workers=2)
     with pytest.raises(TypeError, match="client must be None, a dask.distributed.Client or a scheduler address"):
-        sc.run(A6, 100, n_seeds=2, client=3.5)
+        sc.run(A6, 100, seed=sc.Seeds(2, client=3.5))
     with pytest.raises(ValueError, match="client: cannot connect to the scheduler at 'tcp://127.0.0.1:9'"):
-        sc.run(A6, 100, n_seeds=2, client="tcp://127.0.0.1:9")
+        sc.run(A6, 100, seed=sc.Seeds(2, client="tcp://127.0.0.1:9"))

@@ -19,10 +19,10 @@ import zarr
 from reference import reference_correlation, reference_cross_moments, reference_effect, reference_slope
 
 import streamcausal
-from streamcausal import recording
+from streamcausal.io import recording
 from streamcausal.designs import Observation, Perturbation
 from streamcausal.engine import default_chunk_steps
-from streamcausal.recording import estimate, estimate_store
+from streamcausal.io.recording import estimate, estimate_store
 
 T, N, N_IN, ZARR_ROWS = 1000, 4, 3, 333
 KINDS = ("numpy", "memmap", "zarr", "dask")
@@ -272,7 +272,8 @@ def test_read_ahead_does_not_change_the_result(containers, monkeypatch):
 
 def test_progress_is_called_once_per_window(data):
     calls = []
-    estimate(data["activity"], data["stimulation"], chunk_steps=300, progress=lambda done, total: calls.append((done, total)))
+    estimate(data["activity"], data["stimulation"], chunk_steps=300,
+             progress=lambda event: calls.append((event.steps_done, event.steps_total)))
     assert calls == [(300, T), (600, T), (900, T), (T, T)]
 
 
@@ -354,7 +355,7 @@ def test_a_store_written_by_run_is_estimated_from_disk(tmp_path, dtype):
     """run(store=..., save_trajectory=True) then estimate_store: the run's own moments back."""
     A = streamcausal.create_connectivity(8)
     path = tmp_path / "run.zarr"
-    run = streamcausal.run(A, RUN_STEPS, seed=4, chunk_steps=RUN_CHUNK, store=path, save_trajectory=True, dtype=dtype)
+    run = streamcausal.run(A, RUN_STEPS, seed=4, chunk_steps=RUN_CHUNK, store=streamcausal.Store(path, save_trajectory=True, dtype=dtype))
     result = estimate_store(path, activity="seed_4/activity", stimulation="seed_4/stimulation", steps="seed_4/clamped")
     assert result.moments.count == run.moments.count
     tol = 1e-10 if dtype == "float64" else 2 * FLOAT32_HALF_ULP
@@ -406,14 +407,14 @@ def test_estimate_store_missing_array_names_it_and_lists_the_store(tmp_path, dat
         (lambda d: ((d["activity"][:, 0],), {}), ValueError, r"activity must be 2-D \(T, n\).*shape \(1000,\)"),
         (lambda d: ((d["activity"][None],), {}), ValueError, r"activity must be 2-D"),
         (lambda d: ((d["activity"][:, :0],), {}), ValueError, r"activity must have at least one neuron"),
-        (lambda d: ((d["activity"].astype(str),), {}), TypeError, r"activity must have a numeric dtype"),
+        (lambda d: ((d["activity"].astype(str),), {}), TypeError, r"activity must be a numeric array, got dtype"),
         (lambda d: ((d["activity"] + 0j,), {}), TypeError, r"activity must be real, got complex"),
         (lambda d: ((None,), {}), TypeError, r"activity must be an array"),
         (lambda d: ((d["activity"], d["stimulation"][:-1]), {}), ValueError,
          r"stimulation must have as many steps \(rows\) as activity, got stimulation shape \(999, 3\) "
          r"and activity shape \(1000, 4\)"),
         (lambda d: ((d["activity"], d["stimulation"][:, 0]), {}), ValueError, r"stimulation must be 2-D"),
-        (lambda d: ((d["activity"], np.array([["a"] * 3] * T)), {}), TypeError, r"stimulation must have a numeric dtype"),
+        (lambda d: ((d["activity"], np.array([["a"] * 3] * T)), {}), TypeError, r"stimulation must be a numeric array, got dtype"),
         (lambda d: ((d["activity"],), {"steps": d["mask"][:-1]}), ValueError,
          r"steps mask must have the length of activity, T=1000, got length 999"),
         (lambda d: ((d["activity"],), {"steps": d["mask"][:, None]}), ValueError, r"steps must be 1-D"),
@@ -547,7 +548,7 @@ _MEMORY_SCRIPT = textwrap.dedent(
     """
     import json, sys
     import numpy as np
-    from streamcausal.recording import estimate, estimate_store
+    from streamcausal.io.recording import estimate, estimate_store
 
     def high_water_mb():
         with open("/proc/self/status") as status:

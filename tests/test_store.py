@@ -13,11 +13,16 @@ import pytest
 import zarr
 
 import streamcausal as sc
-from streamcausal.store import SCHEMA_VERSION, StoreError
+from streamcausal.io.store import SCHEMA_VERSION, StoreError
 
 A6 = sc.create_connectivity(6)
-RUN = dict(seed=5, chunk_steps=300, checkpoint_seconds=0)
+RUN = dict(seed=5, chunk_steps=300)
 N_STEPS = 3001  # 11 chunks, the last one short
+
+
+def stored(location, **options):
+    """The run's store, checkpointed after every chunk."""
+    return sc.Store(location, **{"checkpoint_seconds": 0, **options})
 
 
 def arrays_of(result):
@@ -33,7 +38,7 @@ def assert_same_moments(a, b):
 def reference(tmp_path_factory):
     """An uninterrupted run with its trajectory, for every resume to be compared against."""
     path = tmp_path_factory.mktemp("reference") / "run.zarr"
-    result = sc.run(A6, N_STEPS, store=path, save_trajectory=True, **RUN)
+    result = sc.run(A6, N_STEPS, store=stored(path, save_trajectory=True), **RUN)
     return result, zarr.open_group(path, mode="r")
 
 
@@ -64,7 +69,7 @@ def test_store_layout_readable_with_plain_zarr_and_xarray(reference):
 
 
 def test_store_without_trajectory_holds_checkpoints_and_estimates(tmp_path):
-    sc.run(A6, 1001, store=tmp_path / "s.zarr", **RUN)
+    sc.run(A6, 1001, store=stored(tmp_path / "s.zarr"), **RUN)
     group = zarr.open_group(tmp_path / "s.zarr", mode="r")
     assert "activity" not in group["seed_5"]
     assert "checkpoint_a" in group["seed_5"] and "correlation" in group["estimates"]
@@ -72,18 +77,18 @@ def test_store_without_trajectory_holds_checkpoints_and_estimates(tmp_path):
 
 def test_float64_store_and_zarr_store_objects(tmp_path):
     store = zarr.storage.LocalStore(tmp_path / "s64.zarr")
-    sc.run(A6, 1001, store=store, save_trajectory=True, dtype="float64", **RUN)
+    sc.run(A6, 1001, store=stored(store, save_trajectory=True, dtype="float64"), **RUN)
     trajectory = sc.simulate(A6, 1001, seed=5, chunk_steps=300)
     np.testing.assert_array_equal(zarr.open_group(store, mode="r")["seed_5/activity"][...], trajectory.activity)
     memory = zarr.storage.MemoryStore()
-    result = sc.run(A6, 1001, store=memory, save_trajectory=True, **RUN)
+    result = sc.run(A6, 1001, store=stored(memory, save_trajectory=True), **RUN)
     assert_same_moments(result, sc.run(A6, 1001, **RUN))
 
 
 def test_resume_of_finished_run_returns_its_result(reference, tmp_path):
     path = tmp_path / "done.zarr"
-    first = sc.run(A6, N_STEPS, store=path, **RUN)
-    again = sc.run(A6, N_STEPS, store=path, resume=True, **RUN)
+    first = sc.run(A6, N_STEPS, store=stored(path), **RUN)
+    again = sc.run(A6, N_STEPS, store=stored(path, mode="r+"), **RUN)
     assert_same_moments(first, again)
     assert again.parameters["resumed_from_chunk"] == 11
 
@@ -103,19 +108,22 @@ def test_resume_of_finished_run_returns_its_result(reference, tmp_path):
 )
 def test_resume_with_different_parameters_names_the_parameter(tmp_path, change, named):
     path = tmp_path / "p.zarr"
-    sc.run(A6, 1001, store=path, save_trajectory=True, **RUN)
-    arguments = dict(RUN, save_trajectory=True, n_steps=1001, A=A6)
+    sc.run(A6, 1001, store=stored(path, save_trajectory=True), **RUN)
+    arguments = dict(RUN, n_steps=1001, A=A6, dtype="float32")
     arguments.update(change)
-    with pytest.raises(StoreError, match=f"cannot resume .*{named.split()[0]}"):
-        sc.run(arguments.pop("A"), arguments.pop("n_steps"), store=path, resume=True, **arguments)
+    dtype = arguments.pop("dtype")
+    with pytest.raises(StoreError, match=f"cannot resume .*{named.split()[0]}") as refused:
+        sc.run(arguments.pop("A"), arguments.pop("n_steps"), store=stored(path, mode="r+", save_trajectory=True,
+                                                                          dtype=dtype), **arguments)
+    assert refused.value.parameter == {"A (connectivity)": "connectivity_sha256", "seed": "seeds"}.get(named, named)
 
 
 def test_existing_run_is_not_overwritten_by_accident(tmp_path):
     path = tmp_path / "o.zarr"
-    sc.run(A6, 1001, store=path, **RUN)
+    sc.run(A6, 1001, store=stored(path), **RUN)
     with pytest.raises(StoreError, match="already holds a run"):
-        sc.run(A6, 1001, store=path, **RUN)
-    sc.run(A6, 1001, store=path, overwrite=True, **dict(RUN, seed=1))
+        sc.run(A6, 1001, store=stored(path), **RUN)
+    sc.run(A6, 1001, store=stored(path, mode="w"), **dict(RUN, seed=1))
     assert zarr.open_group(path, mode="r").attrs["parameters"]["seeds"] == [1]
 
 
@@ -123,39 +131,53 @@ def test_foreign_and_newer_stores_are_refused(tmp_path):
     foreign = zarr.open_group(tmp_path / "foreign.zarr", mode="w")
     foreign.create_array("data", shape=(3,), dtype="f8")
     with pytest.raises(StoreError, match="not a streamcausal run store"):
-        sc.run(A6, 1001, store=tmp_path / "foreign.zarr", resume=True, **RUN)
+        sc.run(A6, 1001, store=stored(tmp_path / "foreign.zarr", mode="r+"), **RUN)
     path = tmp_path / "newer.zarr"
-    sc.run(A6, 1001, store=path, **RUN)
+    sc.run(A6, 1001, store=stored(path), **RUN)
     group = zarr.open_group(path, mode="r+")
     group.attrs["streamcausal"] = {"schema_version": 99, "kind": "run", "package_version": "9"}
     with pytest.raises(StoreError, match="schema version 99"):
-        sc.run(A6, 1001, store=path, resume=True, **RUN)
+        sc.run(A6, 1001, store=stored(path, mode="r+"), **RUN)
     (tmp_path / "file.zarr").write_text("not a store")
     with pytest.raises(StoreError):
-        sc.run(A6, 1001, store=tmp_path / "file.zarr", **RUN)
+        sc.run(A6, 1001, store=stored(tmp_path / "file.zarr"), **RUN)
 
 
 def test_store_arguments_are_validated(tmp_path):
-    with pytest.raises(ValueError, match="save_trajectory=True needs a store"):
-        sc.run(A6, 100, save_trajectory=True)
-    with pytest.raises(ValueError, match="resume=True needs a store"):
-        sc.run(A6, 100, resume=True)
     with pytest.raises(ValueError, match="dtype must be one of .* got 'float16'"):
-        sc.run(A6, 100, store=tmp_path / "d.zarr", dtype="float16")
+        sc.Store(tmp_path / "d.zarr", dtype="float16")
     with pytest.raises(ValueError, match="checkpoint_seconds must be >= 0, got -1"):
-        sc.run(A6, 100, store=tmp_path / "d.zarr", checkpoint_seconds=-1)
-    with pytest.raises(TypeError, match="resume must be True or False, got 'yes'"):
-        sc.run(A6, 100, store=tmp_path / "d.zarr", resume="yes")
+        sc.Store(tmp_path / "d.zarr", checkpoint_seconds=-1)
+    with pytest.raises(TypeError, match="save_trajectory must be True or False, got 'yes'"):
+        sc.Store(tmp_path / "d.zarr", save_trajectory="yes")
+    with pytest.raises(ValueError, match=r"mode must be one of \['w-', 'w', 'r\+', 'a'\], got 'resume'"):
+        sc.Store(tmp_path / "d.zarr", mode="resume")
+    with pytest.raises(TypeError, match="location must be a path, URL or zarr store, got None"):
+        sc.Store(None)
+    assert sc.Store(tmp_path / "d.zarr", dtype=np.float64).dtype == "float64"
+    assert not (tmp_path / "d.zarr").exists()
+
+
+def test_mode_a_creates_or_continues(tmp_path):
+    path = tmp_path / "a.zarr"
+    first = sc.run(A6, 1001, store=stored(path, mode="a"), **RUN)
+    assert first.parameters["resumed_from_chunk"] == 0
+    again = sc.run(A6, 1001, store=stored(path, mode="a"), **RUN)
+    assert again.parameters["resumed_from_chunk"] == 4
+    assert_same_moments(first, again)
+    with pytest.raises(StoreError, match="holds no run yet") as refused:
+        sc.run(A6, 1001, store=stored(tmp_path / "none.zarr", mode="r+"), **RUN)
+    assert refused.value.parameter == "mode"
 
 
 def test_torn_checkpoint_slot_is_ignored(tmp_path):
     path = tmp_path / "torn.zarr"
     uninterrupted = sc.run(A6, N_STEPS, **RUN)
-    sc.run(A6, N_STEPS, store=path, save_trajectory=True, **RUN)
+    sc.run(A6, N_STEPS, store=stored(path, save_trajectory=True), **RUN)
     group = zarr.open_group(path, mode="r+")
     newest = max(("checkpoint_a", "checkpoint_b"), key=lambda s: group[f"seed_5/{s}"].attrs["next_chunk"])
     group[f"seed_5/{newest}/comoment"][0, 0] = 123.0  # as if killed after one array of a new checkpoint
-    resumed = sc.run(A6, N_STEPS, store=path, save_trajectory=True, resume=True, **RUN)
+    resumed = sc.run(A6, N_STEPS, store=stored(path, save_trajectory=True, mode="r+"), **RUN)
     assert resumed.parameters["resumed_from_chunk"] == 10
     assert_same_moments(resumed, uninterrupted)
 
@@ -165,7 +187,8 @@ CHILD = textwrap.dedent(
     import os, signal, sys
     import numpy as np
     import streamcausal as sc
-    from streamcausal import engine, store
+    from streamcausal.engine import Simulation
+    from streamcausal.io import store
 
     point, when, path, rng, save = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4], sys.argv[5] == "1"
     calls = {"n": 0}
@@ -185,9 +208,9 @@ CHILD = textwrap.dedent(
         return wrapper
 
     if point == "mid-chunk":
-        engine._Simulation.advance = counting(engine._Simulation.advance, True)
+        Simulation.advance = counting(Simulation.advance, True)
     elif point == "after-chunk":
-        engine._Simulation.advance = counting(engine._Simulation.advance, False)
+        Simulation.advance = counting(Simulation.advance, False)
     elif point == "mid-trajectory-write":
         original = store.SeedStore.write_trajectory
         def half_written(self, start, activity, stimulation, clamped):
@@ -213,8 +236,8 @@ CHILD = textwrap.dedent(
                     return dict.__getitem__(inner, name)
             return group, Dying(handles)
         store.SeedStore._slot_arrays = torn
-    sc.run(sc.create_connectivity(6), {n_steps}, store=path, save_trajectory=save, rng=rng,
-           seed=5, chunk_steps=300, checkpoint_seconds=0)
+    sc.run(sc.create_connectivity(6), {n_steps}, rng=rng, seed=5, chunk_steps=300,
+           store=sc.Store(path, save_trajectory=save, checkpoint_seconds=0))
     print("finished")
     """
 ).replace("{n_steps}", str(N_STEPS))
@@ -249,7 +272,7 @@ def test_sigkill_then_resume_is_bit_identical(reference, tmp_path, point, when):
     completed = run_child(tmp_path, point, when, path)
     assert completed.returncode == -signal.SIGKILL, completed.stderr
     assert "finished" not in completed.stdout
-    resumed = sc.run(A6, N_STEPS, store=path, save_trajectory=True, resume=True, **RUN)
+    resumed = sc.run(A6, N_STEPS, store=stored(path, save_trajectory=True, mode="r+"), **RUN)
     assert_same_moments(resumed, uninterrupted)
     group = zarr.open_group(path, mode="r")
     for name in ("activity", "stimulation", "clamped"):
@@ -261,7 +284,7 @@ def test_sigkill_then_resume_in_legacy_mode(tmp_path):
     path = tmp_path / "legacy.zarr"
     completed = run_child(tmp_path, "after-chunk", 6, path, rng="legacy", save=False)
     assert completed.returncode == -signal.SIGKILL, completed.stderr
-    resumed = sc.run(A6, N_STEPS, store=path, resume=True, rng="legacy", **RUN)
+    resumed = sc.run(A6, N_STEPS, store=stored(path, mode="r+"), rng="legacy", **RUN)
     assert resumed.parameters["resumed_from_chunk"] == 5  # killed before chunk 5 was checkpointed
     assert_same_moments(resumed, sc.run(A6, N_STEPS, rng="legacy", **RUN))
     np.random.seed(5)
@@ -277,8 +300,9 @@ def test_kill_at_random_moments_from_outside(reference, tmp_path):
     script.write_text(textwrap.dedent(f"""
         import sys, time
         import streamcausal as sc
-        sc.run(sc.create_connectivity(6), {N_STEPS}, store=sys.argv[1], save_trajectory=True, seed=5,
-               chunk_steps=300, checkpoint_seconds=0, progress=lambda done, total: time.sleep(0.05))
+        sc.run(sc.create_connectivity(6), {N_STEPS}, seed=5, chunk_steps=300,
+               store=sc.Store(sys.argv[1], save_trajectory=True, checkpoint_seconds=0),
+               progress=lambda event: time.sleep(0.05))
         """))
     rng = np.random.default_rng(0)
     for attempt in range(3):
@@ -286,7 +310,7 @@ def test_kill_at_random_moments_from_outside(reference, tmp_path):
         time.sleep(1.0 + rng.uniform(0, 0.6))  # numba import and compile, then a few chunks
         child.send_signal(signal.SIGKILL)
         child.wait(timeout=60)
-    resumed = sc.run(A6, N_STEPS, store=path, save_trajectory=True, resume=True, **RUN)
+    resumed = sc.run(A6, N_STEPS, store=stored(path, save_trajectory=True, mode="r+"), **RUN)
     assert_same_moments(resumed, uninterrupted)
     group = zarr.open_group(path, mode="r")
     assert np.array_equal(group["seed_5/activity"][...], reference_group["seed_5/activity"][...])
@@ -299,14 +323,14 @@ def test_live_lock_is_refused_and_stale_lock_taken_over(tmp_path):
     try:
         lock_path.write_text(json.dumps({"pid": holder.pid, "host": os.uname().nodename, "since": 0}))
         with pytest.raises(StoreError, match=f"another live process \\(pid {holder.pid}"):
-            sc.run(A6, 1001, store=path, **RUN)
+            sc.run(A6, 1001, store=stored(path), **RUN)
     finally:
         holder.kill()
         holder.wait()
     # the holder is dead now: its lock is stale and is taken over
-    result = sc.run(A6, 1001, store=path, **RUN)
+    result = sc.run(A6, 1001, store=stored(path), **RUN)
     assert result.n_samples == 500
     assert not lock_path.exists()
     lock_path.write_text("{torn")  # a lock file cut short by a kill
-    sc.run(A6, 1001, store=path, resume=True, **RUN)
+    sc.run(A6, 1001, store=stored(path, mode="r+"), **RUN)
     assert not lock_path.exists()
