@@ -6,7 +6,7 @@ step, chunked along time and compressed), this times three contenders, each repe
 fresh subprocess so that its peak RSS (VmHWM, or ``ru_maxrss``) is its own:
 
 * ``read``: read every chunk of the three arrays, in the windows ``estimate`` uses;
-* ``estimate``: ``streamcausal.recording.estimate_store`` on the perturbation steps;
+* ``estimate``: ``streamcausal.io.recording.estimate_store`` on the perturbation steps;
 * ``dask``: ``dask.array.corrcoef`` over the stacked stimulation (selected steps) and
   outcome (selected steps + 1), what a user would write today.
 
@@ -107,7 +107,7 @@ def _open(path):
 
 
 def contender_read(path, out):
-    from streamcausal.recording import _default_chunk_steps, _Source
+    from streamcausal.io.recording import _default_chunk_steps, _Source
 
     arrays = _open(path)
     sources = [_Source(a, name) for a, name in zip(arrays, ("activity", "stimulation", "steps"))]
@@ -123,7 +123,7 @@ def contender_read(path, out):
 
 
 def contender_estimate(path, out):
-    from streamcausal.recording import estimate, estimate_store
+    from streamcausal.io.recording import estimate, estimate_store
 
     rng = np.random.default_rng(0)  # warm up: load Numba's cached kernels before timing
     estimate(rng.random((64, 4)), rng.integers(0, 2, (64, 4)), steps=slice(0, None, 2))

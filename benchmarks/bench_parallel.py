@@ -21,19 +21,19 @@ import numpy as np
 from distributed import Client, LocalCluster
 
 import streamcausal as sc
-from streamcausal.parallel import _thread_environment
+from streamcausal.distributed import _thread_environment
 
 
 def timed_run(A, steps, seeds, design, workers, threads, repeats, chunk_steps):
     with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
                       dashboard_address=":0", env=_thread_environment(threads)) as cluster:
         with Client(cluster) as client:
-            sc.run(A, 4 * chunk_steps, seeds=list(range(workers)), design=design, client=client,
+            sc.run(A, 4 * chunk_steps, seed=sc.Seeds(workers, client=client), design=design,
                    chunk_steps=chunk_steps)  # compile / load the Numba cache on every worker
             times, result = [], None
             for _ in range(repeats):
                 began = time.perf_counter()
-                result = sc.run(A, steps, seeds=seeds, design=design, client=client, chunk_steps=chunk_steps)
+                result = sc.run(A, steps, seed=sc.Seeds(seeds, client=client), design=design, chunk_steps=chunk_steps)
                 times.append(time.perf_counter() - began)
     return statistics.median(times), result
 

@@ -37,7 +37,7 @@ def main():
         "store + trajectory float32": {"store": True, "save_trajectory": True, "dtype": "float32"},
         "store + trajectory float64": {"store": True, "save_trajectory": True, "dtype": "float64"},
     }
-    sc.run(A, 20_000, store=os.path.join(workdir, "warm.zarr"), save_trajectory=True)  # compile
+    sc.run(A, 20_000, store=sc.Store(os.path.join(workdir, "warm.zarr"), save_trajectory=True))  # compile
     times = {label: [] for label in contenders}
     try:
         for repeat in range(args.repeats):
@@ -46,12 +46,12 @@ def main():
                 if options.pop("store", False):
                     path = os.path.join(workdir, f"run{repeat}.zarr")
                     shutil.rmtree(path, ignore_errors=True)
-                    options["store"] = path
+                    options = {"store": sc.Store(path, **options)}
                 began = time.perf_counter()
                 sc.run(A, steps, seed=repeat, **options)
                 times[label].append(time.perf_counter() - began)
                 if "store" in options:
-                    shutil.rmtree(options["store"], ignore_errors=True)
+                    shutil.rmtree(options["store"].location, ignore_errors=True)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     base = statistics.median(times["no store"])

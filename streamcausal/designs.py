@@ -21,6 +21,11 @@ class Perturbation:
     the others keep their own dynamics. A sample is the pair
     (stimulation pattern at the clamped step, state one step later).
     ``Perturbation()`` is the tutorial's design: ``every=2, p=0.5, clamp="all"``.
+
+    Examples
+    --------
+    >>> Perturbation().n_samples(10_001), Perturbation(every=3, p=0.2).n_samples(10)
+    (5000, 3)
     """
 
     every: int = 2

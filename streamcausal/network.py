@@ -36,6 +36,12 @@ def create_connectivity(n_neurons, density=0.1, random_state=42):
     A : ndarray, shape (n_neurons, n_neurons)
         ``A[j, i]`` is the weight from source ``i`` onto target ``j``. An all-zero
         draw (possible for tiny networks) is returned as zeros, unscaled.
+
+    Examples
+    --------
+    >>> A = create_connectivity(6)
+    >>> A.shape, round(float(np.linalg.norm(A, 2)), 6)
+    ((6, 6), 0.990099)
     """
     n_neurons = check_int(n_neurons, "n_neurons", minimum=1)
     density = check_open_closed(density, "density", 0.0, 1.0, high_inclusive=True)

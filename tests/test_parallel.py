@@ -134,6 +134,8 @@ CHILD = textwrap.dedent(
 )
 
 
+@pytest.mark.subprocess
+@pytest.mark.slow
 def test_killed_multi_seed_run_resumes_each_seed(tmp_path):
     path = tmp_path / "killed.zarr"
     script = tmp_path / "child.py"

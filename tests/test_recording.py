@@ -579,6 +579,8 @@ def _write_large_recording(path, n_steps, n=50, rows=4096):
         clamped[start:stop] = np.arange(start, stop) % 2 == 0
 
 
+@pytest.mark.subprocess
+@pytest.mark.slow
 @pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="reads VmHWM from /proc")
 def test_peak_memory_does_not_grow_with_the_recording(tmp_path):
     """50 MB and 200 MB of float32 activity: the estimate's peak RSS increase is the same.

@@ -253,6 +253,8 @@ def run_child(tmp_path, point, when, path, rng="default", save=True):
     return completed
 
 
+@pytest.mark.subprocess
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "point, when",
     [
@@ -280,6 +282,7 @@ def test_sigkill_then_resume_is_bit_identical(reference, tmp_path, point, when):
     np.testing.assert_array_equal(group["estimates/correlation"][...], uninterrupted.correlation)
 
 
+@pytest.mark.subprocess
 def test_sigkill_then_resume_in_legacy_mode(tmp_path):
     path = tmp_path / "legacy.zarr"
     completed = run_child(tmp_path, "after-chunk", 6, path, rng="legacy", save=False)
@@ -293,6 +296,8 @@ def test_sigkill_then_resume_in_legacy_mode(tmp_path):
                                atol=1e-12)
 
 
+@pytest.mark.subprocess
+@pytest.mark.slow
 def test_kill_at_random_moments_from_outside(reference, tmp_path):
     uninterrupted, reference_group = reference
     path = tmp_path / "outside.zarr"
@@ -316,6 +321,7 @@ def test_kill_at_random_moments_from_outside(reference, tmp_path):
     assert np.array_equal(group["seed_5/activity"][...], reference_group["seed_5/activity"][...])
 
 
+@pytest.mark.subprocess
 def test_live_lock_is_refused_and_stale_lock_taken_over(tmp_path):
     path = tmp_path / "locked.zarr"
     lock_path = tmp_path / "locked.zarr.lock"
