@@ -17,6 +17,7 @@ from .io.recording import estimate, estimate_store
 from .moments import CrossMoments
 from .network import create_connectivity
 from .progress import Progress
+from .report import report
 from .result import Result, score
 
 __all__ = [

@@ -16,6 +16,8 @@ import zarr
 
 import streamcausal
 from streamcausal import cli
+from streamcausal.cli import display, options
+from streamcausal.progress import Progress
 
 FIGURES = [
     "connectivity.png",
@@ -45,6 +47,7 @@ def test_tutorial_prints_course_numbers_and_writes_figures(tmp_path, capsys):
         assert str(path) in captured.out
 
 
+@pytest.mark.subprocess
 def test_tutorial_subprocess(tmp_path):
     env = dict(os.environ, MPLBACKEND="Agg")
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
@@ -89,6 +92,7 @@ def test_out_is_a_file(tmp_path, capsys):
     assert "--out" in capsys.readouterr().err
 
 
+@pytest.mark.subprocess
 def test_subprocess_user_error_has_no_traceback(tmp_path):
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
@@ -104,7 +108,7 @@ def test_subprocess_user_error_has_no_traceback(tmp_path):
 @pytest.mark.parametrize("text, value", [("5000", 5000), ("5_000", 5000), ("5e3", 5000),
                                          (" 12 ", 12), ("2.0", 2)])
 def test_count_parsing(text, value):
-    assert cli._count(2)(text) == value
+    assert options.count(2)(text) == value
 
 
 @pytest.mark.parametrize("text", ["abc", "5.5", "1", "-3", "inf", "nan", ""])
@@ -112,7 +116,7 @@ def test_count_parsing_rejects(text):
     import argparse
 
     with pytest.raises(argparse.ArgumentTypeError, match="integer >= 2"):
-        cli._count(2)(text)
+        options.count(2)(text)
 
 
 def test_help_shows_examples(capsys):
@@ -128,8 +132,10 @@ def test_version(capsys):
 
 
 def test_subcommand_table_drives_the_parser():
-    parser = cli._build_parser()
-    assert set(cli._SUBCOMMANDS) == {"run", "estimate", "report", "tutorial"}
+    parser = cli.build_parser()
+    assert set(cli.SUBCOMMANDS) == {"run", "estimate", "report", "tutorial"}
+    for module in cli.SUBCOMMANDS.values():
+        assert callable(module.add_parser) and callable(module.command)
     assert parser.parse_args(["tutorial", "--out", "d", "--steps", "5_000"]).steps == 5000
 
 
@@ -186,6 +192,7 @@ def saved_run(tmp_path_factory):
     return where, result
 
 
+@pytest.mark.subprocess
 def test_run_store_and_report_subprocess(saved_run):
     where, result = saved_run
     assert result.stderr == ""  # --no-progress
@@ -201,6 +208,7 @@ def test_run_store_and_report_subprocess(saved_run):
     assert group["seed_3/activity"].dtype == np.float64
 
 
+@pytest.mark.subprocess
 def test_resume_of_a_finished_store_subprocess(saved_run):
     where, first = saved_run
     result = _cli("run", "--store", "run.zarr", "--resume", "--no-report", "--no-progress", cwd=where)
@@ -210,6 +218,7 @@ def test_resume_of_a_finished_store_subprocess(saved_run):
     assert "connectivity from the store" in result.stdout
 
 
+@pytest.mark.subprocess
 def test_estimate_matches_the_run_subprocess(saved_run, tmp_path):
     where, _ = saved_run
     output = tmp_path / "est.zarr"
@@ -230,6 +239,7 @@ def test_estimate_matches_the_run_subprocess(saved_run, tmp_path):
     _assert_images(tmp_path / "rep", ["true_vs_estimated.png", "edge_distributions.png"])
 
 
+@pytest.mark.subprocess
 def test_estimate_into_the_store_and_lag(saved_run, tmp_path, capsys):
     where, _ = saved_run
     copy = tmp_path / "copy.zarr"
@@ -273,6 +283,7 @@ def test_estimate_a_foreign_recording(tmp_path, capsys):
     _one_error_line(capsys.readouterr().err, "--stimulation", "--observational")
 
 
+@pytest.mark.subprocess
 def test_run_default_like_subprocess(tmp_path):
     result = _cli("run", "--steps", "2e4", "--seeds", "1", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
@@ -288,6 +299,8 @@ def test_run_default_like_subprocess(tmp_path):
     _assert_images(tmp_path / "streamcausal-report", REPORT_WITH_A)
 
 
+@pytest.mark.subprocess
+@pytest.mark.slow
 def test_run_two_seeds_on_a_local_cluster_subprocess(tmp_path):
     result = _cli("run", "--steps", "2e4", "--seeds", "2", "--workers", "2", "--no-report",
                   "--no-progress", cwd=tmp_path, timeout=240)
@@ -301,7 +314,7 @@ def test_run_two_seeds_on_a_local_cluster_subprocess(tmp_path):
     assert _summary_row(result.stdout, "1")[3] == "10,000"
     # The same seeds in process give the same merged estimate.
     A = streamcausal.create_connectivity(6)
-    expected = streamcausal.run(A, 20_000, seed=0, chunk_steps=cli.cli_chunk_steps(6, 20_000))
+    expected = streamcausal.run(A, 20_000, seed=0, chunk_steps=cli.run.cli_chunk_steps(6, 20_000))
     assert _summary_row(result.stdout, "0")[1] == f"{expected.score(A):.6f}"
 
 
@@ -316,6 +329,8 @@ def _wait_for_progress(process, deadline):
     return False
 
 
+@pytest.mark.subprocess
+@pytest.mark.slow
 def test_ctrl_c_leaves_a_resumable_store_subprocess(tmp_path):
     steps, chunk = 1_000_000, 62_500
     args = ["run", "--store", "int.zarr", "--seeds", "1", "--steps", str(steps), "--chunk-steps",
@@ -363,7 +378,7 @@ def test_run_in_process_writes_table_and_report(tmp_path, capsys):
     assert headers == ["seed", "score", "mean", "SE", "samples", "steps", "seconds", "steps/s"]
     row = _summary_row(captured.out, "0")
     A = streamcausal.create_connectivity(8, 0.3, random_state=1)
-    expected = streamcausal.run(A, 20_000, seed=0, chunk_steps=cli.cli_chunk_steps(8, 20_000))
+    expected = streamcausal.run(A, 20_000, seed=0, chunk_steps=cli.run.cli_chunk_steps(8, 20_000))
     assert row[1] == f"{expected.score(A):.6f}"
     assert row[2] == f"{np.nanmean(expected.stderr):.3e}"
     _assert_images(report, REPORT_WITH_A)
@@ -385,17 +400,17 @@ def test_run_observe_and_stopping_rule(tmp_path, capsys):
 
 
 def test_run_resolves_defaults():
-    args = cli._build_parser().parse_args(["run"])
-    spec = cli._resolve_run(args, None)
+    args = cli.build_parser().parse_args(["run"])
+    spec = cli.run.resolve(args)
     assert spec["seeds"] == list(range(os.cpu_count() or 1))
     assert spec["n_steps"] == 2_000_000
     assert spec["design"] == streamcausal.Perturbation()
     np.testing.assert_array_equal(spec["A"], streamcausal.create_connectivity(6))
     assert spec["rng"] == "default" and spec["dtype"] == "float32"
-    args = cli._build_parser().parse_args(["run", "--steps", "1e8", "--seed", "5", "--seeds", "3"])
-    spec = cli._resolve_run(args, None)
+    args = cli.build_parser().parse_args(["run", "--steps", "1e8", "--seed", "5", "--seeds", "3"])
+    spec = cli.run.resolve(args)
     assert spec["n_steps"] == 100_000_000 and spec["seeds"] == [5, 6, 7]
-    assert cli._build_parser().parse_args(["run", "--steps", "100_000_000"]).steps == 100_000_000
+    assert cli.build_parser().parse_args(["run", "--steps", "100_000_000"]).steps == 100_000_000
 
 
 def test_resume_takes_what_is_not_given_from_the_store(tmp_path, capsys):
@@ -486,6 +501,7 @@ def test_user_errors_exit_2_with_one_line(argv, words, small_store, tmp_path, ca
     assert not Path(str(small_store) + ".lock").exists()
 
 
+@pytest.mark.subprocess
 def test_user_error_subprocess_no_traceback(small_store, tmp_path):
     result = _cli("run", "--store", small_store, "--resume", "--every", "4", "--no-progress",
                   cwd=tmp_path)
@@ -507,17 +523,17 @@ def test_help_of_every_subcommand_has_examples(capsys):
 
 
 def test_resume_command_drops_overwrite():
-    assert (cli._resume_command(["run", "--store", "a b.zarr", "--overwrite"])
+    assert (cli.run.resume_command(["run", "--store", "a b.zarr", "--overwrite"])
             == "streamcausal run --store 'a b.zarr' --resume")
-    assert (cli._resume_command(["run", "--store", "s", "--resume"])
+    assert (cli.run.resume_command(["run", "--store", "s", "--resume"])
             == "streamcausal run --store s --resume")
 
 
 def test_report_dir_defaults():
-    assert cli._report_dir(None, "out/run.zarr") == Path("out/run-report")
-    assert cli._report_dir(None, "out/store") == Path("out/store-report")
-    assert cli._report_dir(None, None) == Path("streamcausal-report")
-    assert cli._report_dir(Path("x"), "out/run.zarr") == Path("x")
+    assert cli.report.default_out_dir("out/run.zarr") == Path("out/run-report")
+    assert cli.report.default_out_dir("out/store") == Path("out/store-report")
+    assert cli.report.default_out_dir(None) == Path("streamcausal-report")
+    assert cli.report.default_out_dir("s3://bucket/run.zarr") == Path("streamcausal-report")
 
 
 class _FakeStream(io.StringIO):
@@ -529,56 +545,108 @@ class _FakeStream(io.StringIO):
         return self._tty
 
 
+def _events(done_values, total, **fields):
+    return [Progress(done, total, **fields) for done in done_values]
+
+
 def test_progress_bar_on_a_terminal():
     stream = _FakeStream(tty=True)
-    display = cli._ProgressDisplay(stream)
-    display(0, 1000, {"samples": 0, "score": None, "mean_se": None})
+    bar = display.ProgressBar(stream)
+    bar(Progress(0, 1000))
     time.sleep(0.12)
-    display(250, 1000, {"samples": 125, "score": 0.98765, "mean_se": 1.5e-3, "seed": 0})
+    bar(Progress(250, 1000, seed=0, samples=125, score=0.98765, mean_se=1.5e-3))
     time.sleep(0.12)
-    display(1000, 1000, {"samples": 500, "score": 0.99, "mean_se": 1e-3, "seed": 0})
-    display.close()
+    bar(Progress(1000, 1000, seed=0, samples=500, score=0.99, mean_se=1e-3))
+    bar.close()
     text = stream.getvalue()
     assert text.startswith("\r") and text.endswith("\n")
-    frames = text.strip("\n").split("\r")[1:]
-    assert len(frames) == 3
-    assert "25.0%" in frames[1] and "250/1,000 steps" in frames[1]
-    assert "score 0.9877" in frames[1] and "SE 1.50e-03" in frames[1] and "ETA" in frames[1]
-    assert "/s" in frames[1]
-    assert "[####################]" in frames[2] and "100.0%" in frames[2]
+    frames = [frame.strip() for frame in text.strip("\n").split("\r")[1:]]
+    assert any("25.0%" in frame and "250/1,000 steps" in frame and "score 0.9877" in frame
+               and "SE 1.50e-03" in frame and "ETA" in frame and "steps/s" in frame for frame in frames)
+    assert "100.0%" in frames[-1] and "1,000/1,000 steps" in frames[-1] and "ETA 00:00" in frames[-1]
+    assert "score 0.9900" in frames[-1]
+    assert "progress:" not in text  # a bar, not log lines
 
 
 def test_progress_lines_when_not_a_terminal():
     stream = _FakeStream(tty=False)
-    display = cli._ProgressDisplay(stream)
-    for done in range(0, 1001, 10):
-        display(done, 1000)
-    display.close()
+    bar = display.ProgressBar(stream)
+    for event in _events(range(0, 1001, 10), 1000, seed=0, score=0.5, mean_se=0.01):
+        bar(event)
+    bar.close()
     lines = stream.getvalue().splitlines()
     assert "\r" not in stream.getvalue()
-    assert 10 <= len(lines) <= 12  # every further 10 %, not every call
+    assert len(lines) == 10  # at every further 10 %, not at every event
     assert all(line.startswith("progress:") for line in lines)
-    assert "100.0%" in lines[-1]
+    assert [line.split()[1] for line in lines] == [f"{10 * k}.0%" for k in range(1, 11)]
+    assert "1,000/1,000 steps" in lines[-1] and "steps/s" in lines[-1] and "ETA 00:00" in lines[-1]
+    assert "score 0.5000" in lines[-1] and "SE 1.00e-02" in lines[-1]
+
+
+def test_progress_lines_at_least_every_tenth_even_in_big_jumps():
+    stream = _FakeStream(tty=False)
+    bar = display.ProgressBar(stream, unit="rows")
+    for event in _events([0, 5, 370, 371, 999, 999], 1000):
+        bar(event)
+    bar(Progress(999, 1000))
+    lines = stream.getvalue().splitlines()
+    assert [line.split()[1] for line in lines] == ["37.0%", "99.9%"]  # a line per tenth passed
+    bar.close()  # the last state was logged already
+    assert stream.getvalue().splitlines() == lines
+    assert "999/1,000 rows" in lines[-1]
+    stream = _FakeStream(tty=False)
+    bar = display.ProgressBar(stream)
+    bar(Progress(250, 1000))
+    bar(Progress(260, 1000))
+    bar.close()  # the last state, 26 %, was not logged yet
+    assert [line.split()[1] for line in stream.getvalue().splitlines()] == ["25.0%", "26.0%"]
+
+
+def test_progress_line_after_30_seconds_without_a_tenth():
+    stream = _FakeStream(tty=False)
+    bar = display.ProgressBar(stream)
+    bar(Progress(1, 1000))
+    assert stream.getvalue() == ""
+    bar.last_line -= 31
+    bar(Progress(2, 1000))
+    assert stream.getvalue().startswith("progress:   0.2%")
+    bar.close()
+    assert len(stream.getvalue().splitlines()) == 1
+
+
+def test_progress_disabled_writes_nothing():
     quiet = _FakeStream(tty=False)
-    display = cli._ProgressDisplay(quiet, enabled=False)
-    display(5, 10)
-    display.close()
+    bar = display.ProgressBar(quiet, enabled=False)
+    bar(Progress(5, 10))
+    bar.close()
     assert quiet.getvalue() == ""
 
 
 def test_progress_rate_leaves_out_resumed_steps():
-    display = cli._ProgressDisplay(_FakeStream(tty=False), resuming=True)
-    display.began -= 1.0  # one second in
-    display(900, 1000, {"seed": 0})  # seed 0 had done about 900 steps before
-    display(950, 1000, {"seed": 0})
-    rate = display._rate(950, display.began + 1.0)
-    assert rate == pytest.approx(50.0)
+    bar = display.ProgressBar(_FakeStream(tty=False), resuming=True)
+    bar.began -= 1.0  # one second in
+    bar(Progress(900, 2000, seed=0))  # seed 0 had done about 900 steps before
+    bar(Progress(950, 2000, seed=0))
+    bar(Progress(1950, 2000, seed=1))  # seed 1's first report: 1000 steps from before
+    assert bar.bar.initial == 1900
+    line = bar.bar.line()
+    rate = float(line.split("steps/s")[0].split()[-1])
+    assert 25 < rate <= 50  # 50 fresh steps in a bit more than one second
 
 
 def test_summary_table_formats():
-    assert cli._format_rate(1_234_567) == "1.23M"
-    assert cli._format_rate(None) == "n/a"
-    assert cli._format_count(9_999) == "9,999" and cli._format_count(2_000_000) == "2M"
-    assert cli._format_duration(3725) == "1:02:05" and cli._format_duration(None) == "--:--"
-    table = cli._table(["a", "bb"], [["x", "1"], ["yyy", "22"]]).splitlines()
+    assert display.format_rate(1_234_567) == "1.23M"
+    assert display.format_rate(None) == "n/a"
+    assert display.format_count(9_999) == "9,999" and display.format_count(2_000_000) == "2M"
+    assert display.format_number(float("nan")) == "n/a" and display.format_number(0.5, ".2f") == "0.50"
+    table = display.table(["a", "bb"], [["x", "1"], ["yyy", "22"]]).splitlines()
     assert table == ["a    bb", "---  --", "x     1", "yyy  22"]
+
+
+def test_cli_modules_do_not_touch_zarr_or_plots_directly():
+    """Store access goes through io.store, figures through streamcausal.report."""
+    for path in (REPO / "streamcausal" / "cli").glob("*.py"):
+        text = path.read_text()
+        assert "import zarr" not in text and "zarr." not in text, path.name
+        assert "plots" not in text or path.name == "tutorial.py", path.name
+        assert "inspect" not in text, path.name

@@ -31,9 +31,10 @@ from pathlib import Path
 import numpy as np
 import zarr
 
-from ..network import connectivity_digest
-
-__all__ = ["SCHEMA_VERSION", "RunStore", "SeedStore", "StoreLock", "StoreError"]
+__all__ = [
+    "SCHEMA_VERSION", "Estimates", "RunStore", "SeedStore", "StoreError", "StoreLock", "StoreReader",
+    "check_new_store", "check_run_location", "is_run_store", "local_path", "write_estimates",
+]
 
 SCHEMA_VERSION = 1
 # Fast compression for the (T, n) arrays: byte-shuffled LZ4 costs about half of zstd's
@@ -53,23 +54,31 @@ class StoreError(ValueError):
 
     ``parameter`` names the run parameter that differs from the stored run (on a
     refused resume) or ``"mode"`` when the store's state contradicts the mode asked
-    for; None otherwise. The command line maps it to its option.
+    for (a run, or a store, already there; no run to continue); None otherwise.
+    ``argument`` names the argument of the call that the error is about (e.g.
+    ``"estimates"`` of :func:`streamcausal.report`), when it is not the store itself.
+    The command line maps both to its options.
     """
 
-    def __init__(self, message, *, parameter=None):
+    def __init__(self, message, *, parameter=None, argument=None):
         super().__init__(message)
         self.parameter = parameter
+        self.argument = argument
 
 
-def local_path(store) -> Path | None:
-    """The directory behind ``store`` when it is on local disk, else None."""
+def local_path(store, *, resolve=True) -> Path | None:
+    """The directory behind ``store`` when it is on local disk, else None.
+
+    ``resolve=False`` keeps a relative path relative (for names shown to a user).
+    """
     if isinstance(store, (str, os.PathLike)):
         text = os.fspath(store)
         if "://" in text and not text.startswith("file://"):
             return None
-        return Path(text.removeprefix("file://")).expanduser().resolve()
+        path = Path(text.removeprefix("file://")).expanduser()
+        return path.resolve() if resolve else path
     if isinstance(store, zarr.storage.LocalStore):
-        return Path(store.root).resolve()
+        return Path(store.root).resolve() if resolve else Path(store.root)
     return None
 
 
@@ -102,7 +111,7 @@ class StoreLock:
         self.held = False
 
     @classmethod
-    def for_store(cls, store) -> "StoreLock":
+    def for_store(cls, store) -> StoreLock:
         return cls(local_path(store))
 
     def _owner(self):
@@ -169,8 +178,8 @@ class StoreLock:
 
 
 def _estimate_arrays(group, moments, prefix="estimates"):
-    """Write a CrossMoments' estimates into ``group/prefix`` (overwriting)."""
-    sub = group.require_group(prefix)
+    """Write a CrossMoments' estimates into ``group/prefix`` (``group`` itself for ``""``; overwriting)."""
+    sub = group.require_group(prefix) if prefix else group
     sub.attrs.update({
         "orientation": "[target, source]: entry [j, i] is the estimate for source i onto target j",
     })
@@ -188,6 +197,7 @@ def _estimate_arrays(group, moments, prefix="estimates"):
     array[...] = undefined
     count = sub.create_array("count", shape=(), dtype="int64", overwrite=True)
     count[...] = moments.count
+    return sub
 
 
 class SeedStore:
@@ -325,46 +335,12 @@ class RunStore:
         continues it (checking that the parameters agree), ``"a"`` continues it when
         there is one and creates it otherwise.
         """
-        directory = local_path(store)
-        where = describe_store(store)
-        if directory is not None and directory.exists():
-            if not directory.is_dir():
-                raise StoreError(f"store {where} is a file, not a Zarr store directory")
-            if any(directory.iterdir()) and not (directory / "zarr.json").exists():
-                raise StoreError(f"store {where} is a directory that is not a Zarr store; "
-                                 f"it is left untouched")
-        try:
-            existing = zarr.open_group(store, mode="r")
-            attrs = dict(existing.attrs)
-        except (FileNotFoundError, zarr.errors.GroupNotFoundError, KeyError):
-            existing, attrs = None, None
-        except Exception as error:  # a path holding something that is not a zarr group
-            raise StoreError(f"store {where} is not a Zarr group: {error}") from None
-        if existing is not None and not (attrs == {} and len(list(existing.keys())) == 0):
-            header = attrs.get("streamcausal")
-            if not isinstance(header, dict) or "schema_version" not in header:
-                raise StoreError(f"store {where} is not a streamcausal run store (no 'streamcausal' attributes)")
-            version = header["schema_version"]
-            if version != SCHEMA_VERSION:
-                raise StoreError(
-                    f"store {where} has schema version {version!r}; this streamcausal "
-                    f"(version {parameters['package_version']}) reads schema {SCHEMA_VERSION}"
-                )
-            if header.get("kind") != "run":
-                raise StoreError(f"store {where} holds a {header.get('kind')!r}, not a run")
-            if mode in ("r+", "a"):
-                cls._check_same(attrs.get("parameters", {}), parameters, where)
-                return cls(zarr.open_group(store, mode="r+"), directory)
-            if mode != "w":
-                raise StoreError(
-                    f"store {where} already holds a run; open it with mode 'r+' to continue it "
-                    f"or 'w' to replace it",
-                    parameter="mode",
-                )
-        if mode == "r+":
-            raise StoreError(f"cannot resume store {where}: it holds no run yet", parameter="mode")
+        stored = check_run_location(store, mode)
+        if stored is not None:
+            cls._check_same(stored.get("parameters", {}), parameters, describe_store(store))
+            return cls(zarr.open_group(store, mode="r+"), local_path(store))
         group = zarr.open_group(store, mode="w")
-        run_store = cls(group, directory)
+        run_store = cls(group, local_path(store))
         run_store._create(parameters, A)
         return run_store
 
@@ -433,3 +409,240 @@ class RunStore:
         _estimate_arrays(self.group, moments)
         if extra_attrs:
             self.group.attrs.update(extra_attrs)
+
+
+# ----------------------------------------------------------------------------- checks before writing
+
+
+def check_run_location(store, mode="w-"):
+    """Check that a run can be opened at ``store`` in ``mode``, changing nothing.
+
+    Returns the stored root attributes when ``store`` holds a run that ``mode``
+    continues (``"r+"`` or ``"a"``), None when a new run will be created there. Raises
+    :class:`StoreError` for a file, a directory that is not a Zarr store, a Zarr store
+    that is not a streamcausal run (or of another schema), and with ``parameter="mode"``
+    when the store's state contradicts ``mode`` (a run there under ``"w-"``, none under
+    ``"r+"``). The run's parameters are compared later, by :meth:`RunStore.open`.
+    """
+    from .._version import __version__
+
+    directory = local_path(store)
+    where = describe_store(store)
+    if directory is not None and directory.exists():
+        if not directory.is_dir():
+            raise StoreError(f"store {where} is a file, not a Zarr store directory")
+        if any(directory.iterdir()) and not (directory / "zarr.json").exists():
+            raise StoreError(f"store {where} is a directory that is not a Zarr store; "
+                             f"it is left untouched")
+    try:
+        existing = zarr.open_group(store, mode="r")
+        attrs = dict(existing.attrs)
+    except (FileNotFoundError, zarr.errors.GroupNotFoundError, KeyError):
+        existing, attrs = None, None
+    except Exception as error:  # a path holding something that is not a zarr group
+        raise StoreError(f"store {where} is not a Zarr group: {error}") from None
+    if existing is not None and not (attrs == {} and len(list(existing.keys())) == 0):
+        header = attrs.get("streamcausal")
+        if not isinstance(header, dict) or "schema_version" not in header:
+            raise StoreError(f"store {where} is not a streamcausal run store (no 'streamcausal' attributes)")
+        version = header["schema_version"]
+        if version != SCHEMA_VERSION:
+            raise StoreError(
+                f"store {where} has schema version {version!r}; this streamcausal "
+                f"(version {__version__}) reads schema {SCHEMA_VERSION}"
+            )
+        if header.get("kind") != "run":
+            raise StoreError(f"store {where} holds a {header.get('kind')!r}, not a run")
+        if mode in ("r+", "a"):
+            return attrs
+        if mode != "w":
+            raise StoreError(
+                f"store {where} already holds a run; open it with mode 'r+' to continue it "
+                f"or 'w' to replace it",
+                parameter="mode",
+            )
+    if mode == "r+":
+        raise StoreError(f"cannot resume store {where}: it holds no run yet", parameter="mode")
+    return None
+
+
+def check_new_store(store, *, replace=False, source=None) -> None:
+    """Check that a new store (of estimates) may be created at ``store``, changing nothing.
+
+    Refused (:class:`StoreError`): an existing store unless ``replace`` (then with
+    ``parameter="mode"``), the ``source`` store itself, a file, and a non-empty directory
+    that is not a Zarr store (creating a store there would empty it). Only local paths
+    are checked.
+    """
+    directory = local_path(store)
+    if directory is None or not directory.exists():
+        return
+    where = os.fspath(store) if isinstance(store, (str, os.PathLike)) else describe_store(store)
+    if not directory.is_dir():
+        raise StoreError(f"{where!r} is a file, not a Zarr store directory")
+    if source is not None and local_path(source) == directory:
+        raise StoreError(f"{where!r} is the source store itself; a new store there would replace it")
+    if any(directory.iterdir()) and not (directory / "zarr.json").exists():
+        raise StoreError(f"{where!r} is a non-empty directory that is not a Zarr store; it is left untouched")
+    if not replace:
+        raise StoreError(f"{where!r} already exists", parameter="mode")
+
+
+# ----------------------------------------------------------------------------- reading
+
+
+class Estimates:
+    """Estimate arrays read from a group: ``correlation``, ``effect``, ``stderr`` (or None), ``count`` (or None)."""
+
+    def __init__(self, group, path):
+        self.path = path
+        self.correlation = group["correlation"][...] if "correlation" in group else None
+        self.effect = group["effect"][...]
+        self.stderr = group["stderr"][...] if "stderr" in group else None
+        self.count = int(group["count"][...]) if "count" in group else None
+
+
+class StoreReader:
+    """A read-only look at an existing Zarr group: a run store, estimates, or any recording.
+
+    Open one with :meth:`open` (any existing group) or :meth:`open_run` (a run store
+    this streamcausal can continue); both raise a one-line :class:`StoreError`.
+    """
+
+    def __init__(self, group, where=None):
+        self.group = group
+        self.where = where if where is not None else describe_store(group.store)
+
+    @classmethod
+    def open(cls, store) -> StoreReader:
+        """Open the existing group at ``store`` (a path, URL, zarr store or group) read-only."""
+        if isinstance(store, zarr.Group):
+            return cls(store)
+        where = os.fspath(store) if isinstance(store, (str, os.PathLike)) else describe_store(store)
+        directory = local_path(store)
+        if directory is not None and not directory.exists():
+            raise StoreError(f"no such store {where!r}")
+        if directory is not None and not directory.is_dir():
+            raise StoreError(f"{where!r} is a file, not a Zarr store directory")
+        if isinstance(store, os.PathLike):
+            store = os.fspath(store)
+        try:
+            return cls(zarr.open_group(store, mode="r"), where)
+        except Exception as error:  # GroupNotFoundError, a foreign directory, a bad URL
+            raise StoreError(f"{where!r} is not a Zarr store ({type(error).__name__}: {error})") from None
+
+    @classmethod
+    def open_run(cls, store) -> StoreReader:
+        """Open the run store at ``store``; refuse anything else, another schema, or no ``connectivity``."""
+        reader = cls.open(store)
+        if reader.header is None:
+            raise StoreError(f"{reader.where!r} is not a streamcausal run store "
+                             "(no 'streamcausal' run attributes)")
+        version = reader.header.get("schema_version")
+        if version != SCHEMA_VERSION:
+            raise StoreError(f"store {reader.where!r} has schema version {version!r}; "
+                             f"this streamcausal reads schema {SCHEMA_VERSION}")
+        if not reader.has_array("connectivity"):
+            raise StoreError(f"store {reader.where!r} has no 'connectivity' array")
+        return reader
+
+    @property
+    def attrs(self) -> dict:
+        return dict(self.group.attrs)
+
+    @property
+    def header(self) -> dict | None:
+        """The ``streamcausal`` header of a run store, or None for any other group."""
+        header = self.attrs.get("streamcausal")
+        return header if isinstance(header, dict) and header.get("kind") == "run" else None
+
+    @property
+    def is_run(self) -> bool:
+        return self.header is not None
+
+    @property
+    def parameters(self) -> dict:
+        """The run's parameters ({} unless a run store)."""
+        return dict(self.attrs.get("parameters", {})) if self.is_run else {}
+
+    @property
+    def seeds(self) -> list:
+        return [int(seed) for seed in self.parameters.get("seeds", [])]
+
+    def has_array(self, name) -> bool:
+        return isinstance(self._node(name), zarr.Array)
+
+    def has_group(self, name) -> bool:
+        return isinstance(self._node(name), zarr.Group)
+
+    def _node(self, name):
+        try:
+            return self.group[name]
+        except KeyError:
+            return None
+
+    def connectivity(self):
+        """The stored true ``connectivity`` array, or None."""
+        return self.group["connectivity"][...] if self.has_array("connectivity") else None
+
+    def has_trajectory(self, seed) -> bool:
+        return self.has_array(f"seed_{seed}/activity")
+
+    def estimates(self, path=None) -> Estimates | None:
+        """The estimates in group ``path`` (one with an ``effect`` array), or None.
+
+        ``path=None`` looks for the run's merged ``estimates`` group, then for estimates
+        at the root (a store written by ``streamcausal estimate --output``). A ``path``
+        given but holding no estimates raises :class:`StoreError` with ``argument="estimates"``.
+        """
+        if path is not None:
+            node = self.group if path in ("", ".", "/") else self._node(path)
+            if not isinstance(node, zarr.Group) or "effect" not in node:
+                raise StoreError(f"no estimates group {path!r} (with an 'effect' array) in {self.where}",
+                                 argument="estimates")
+            return Estimates(node, path)
+        if self.has_group("estimates") and "effect" in self.group["estimates"]:
+            return Estimates(self.group["estimates"], "estimates")
+        if "effect" in self.group and "correlation" in self.group:
+            return Estimates(self.group, "")
+        return None
+
+    def checkpoint(self, seed):
+        """Seed ``seed``'s newest valid checkpoint (see :meth:`SeedStore.read_checkpoint`), or None."""
+        if not self.has_group(f"seed_{seed}"):
+            return None
+        return SeedStore(self.group[f"seed_{seed}"]).read_checkpoint()
+
+
+def is_run_store(store) -> bool:
+    """Whether ``store`` holds a streamcausal run (one that ``mode="r+"`` can continue or return)."""
+    try:
+        return StoreReader.open(store).is_run
+    except StoreError:
+        return False
+
+
+# ----------------------------------------------------------------------------- writing estimates
+
+
+def write_estimates(store, moments, *, path="", attrs=None, connectivity=None, new=False) -> str:
+    """Write the estimates of ``moments`` (a CrossMoments) into group ``path`` of ``store``.
+
+    The arrays are ``correlation``, ``effect``, ``stderr`` (float64 ``[target, source]``),
+    ``undefined`` (bool) and ``count``; ``attrs`` are added to the group's attributes.
+    ``new=True`` creates ``store`` afresh (replacing whatever Zarr store is there: check
+    it with :func:`check_new_store` first) and writes ``connectivity``, when given, at
+    its root; otherwise ``store`` must exist and is opened for writing. Returns ``path``.
+    """
+    if isinstance(store, os.PathLike):
+        store = os.fspath(store)
+    group = zarr.open_group(store, mode="w" if new else "r+")
+    written = _estimate_arrays(group, moments, path)
+    if attrs:
+        written.attrs.update(attrs)
+    if connectivity is not None:
+        connectivity = np.asarray(connectivity, dtype=np.float64)
+        array = group.create_array("connectivity", shape=connectivity.shape, dtype="float64",
+                                   dimension_names=["target", "source"], overwrite=True)
+        array[...] = connectivity
+    return path

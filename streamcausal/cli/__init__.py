@@ -1,0 +1,94 @@
+"""The ``streamcausal`` command line: it parses options, calls the library and prints.
+
+Subcommands, one module each: ``run`` (simulate and estimate, seeds across Dask workers,
+progress, summary table, report), ``estimate`` (out-of-core estimate of a recording in
+a Zarr store), ``report`` (PNG figures of a store) and ``tutorial`` (the course,
+reproduced). Each module has ``add_parser(subparsers)`` and ``command(args) -> int``;
+add a subcommand by writing one and listing it in ``SUBCOMMANDS``.
+
+User errors (bad options, the CLI's own checks, and the ``ValueError``/``TypeError`` of
+the library's argument checks, StoreError included) become one line
+``streamcausal: error: ...`` on stderr and exit status 2. Ctrl-C stops a command with
+one line saying what was kept (and how to resume a run) and exit status 130. Progress
+goes to stderr; results go to stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from .. import __version__
+from . import estimate, report, run, tutorial
+from .options import PROG, Interrupted, UsageError, epilog
+
+__all__ = ["EXIT_FAILURE", "EXIT_INTERRUPTED", "EXIT_OK", "EXIT_USAGE", "SUBCOMMANDS", "build_parser", "main"]
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+
+# name -> module with add_parser(subparsers) and command(args), in the order --help lists them.
+SUBCOMMANDS = {"run": run, "estimate": estimate, "report": report, "tutorial": tutorial}
+
+
+class _Parser(argparse.ArgumentParser):
+    """ArgumentParser whose errors raise instead of printing usage and exiting."""
+
+    def error(self, message):  # noqa: D102 (argparse API)
+        raise UsageError(message)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog=PROG,
+        description="Causal connectivity of neural networks by perturbation, streamed out of core.",
+        epilog=epilog(
+            f"""
+            examples:
+              {PROG} run                          # the tutorial's network, all cores, seconds
+              {PROG} run --neurons 100 --steps 1e8 --store n100.zarr
+              {PROG} estimate n100.zarr --lag 2
+              {PROG} report n100.zarr --out n100-report
+              {PROG} tutorial --out figures
+              {PROG} run --help
+              {PROG} --version
+            """
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", title="commands")
+    subparsers.required = True
+    for module in SUBCOMMANDS.values():
+        module.add_parser(subparsers)
+    return parser
+
+
+def _fail(message, status: int, prefix: str = f"{PROG}: error: ") -> int:
+    text = " ".join(str(message).split())  # always one line
+    print(f"{prefix}{text}", file=sys.stderr, flush=True)
+    return status
+
+
+def main(argv=None) -> int:
+    """Run the command line with ``argv`` (default ``sys.argv[1:]``); return the exit status."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except UsageError as error:
+        return _fail(error, EXIT_USAGE)
+    except SystemExit as stop:  # --help and --version
+        return stop.code if isinstance(stop.code, int) else EXIT_OK
+    args._argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        return SUBCOMMANDS[args.command].command(args)
+    except Interrupted as stop:
+        return _fail(stop, EXIT_INTERRUPTED, prefix=f"{PROG}: ")
+    except KeyboardInterrupt:
+        return _fail("interrupted", EXIT_INTERRUPTED, prefix=f"{PROG}: ")
+    except (UsageError, ValueError, TypeError) as error:
+        return _fail(error, EXIT_USAGE)
+    except OSError as error:
+        return _fail(error, EXIT_FAILURE)
