@@ -33,6 +33,7 @@ __all__ = [
     "create_connectivity",
     "estimate",
     "estimate_store",
+    "report",
     "run",
     "score",
     "simulate",

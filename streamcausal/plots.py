@@ -18,7 +18,7 @@ from matplotlib.patches import FancyArrowPatch
 from matplotlib.path import Path
 from matplotlib.ticker import MaxNLocator
 
-from ._validation import _describe, check_connectivity, check_index, check_int, check_real
+from ._validation import as_numeric_array, check_connectivity, check_index, check_int, check_real, describe
 
 __all__ = [
     "plot_connectivity_graph",
@@ -45,19 +45,7 @@ _MAX_TICKS = 20
 
 
 def _as_real_array(value, name: str, what: str) -> np.ndarray:
-    if isinstance(value, (str, bytes)) or value is None:
-        raise TypeError(f"{name} must be {what}, got {_describe(value)}")
-    try:
-        array = np.asarray(value)
-    except Exception as error:  # ragged lists and other non-arrays
-        raise TypeError(f"{name} must be {what}, got {_describe(value)}") from error
-    if array.dtype == object or not (
-        np.issubdtype(array.dtype, np.number) or np.issubdtype(array.dtype, np.bool_)
-    ):
-        raise TypeError(f"{name} must be {what}, got dtype {array.dtype}")
-    if np.iscomplexobj(array):
-        raise TypeError(f"{name} must be real, got complex dtype {array.dtype}")
-    return array.astype(np.float64)
+    return as_numeric_array(value, name, what).astype(np.float64)
 
 
 def _check_no_inf(array: np.ndarray, name: str) -> np.ndarray:
@@ -70,7 +58,7 @@ def _check_no_inf(array: np.ndarray, name: str) -> np.ndarray:
 
 def _check_matrix(value, name: str, *, square: bool = False) -> np.ndarray:
     """A non-empty 2-D real matrix; NaN allowed (drawn as missing), infinities refused."""
-    array = _as_real_array(value, name, "a 2-D numeric matrix")
+    array = _as_real_array(value, name, "2-D numeric matrix")
     if array.ndim != 2 or array.size == 0:
         raise ValueError(f"{name} must be a non-empty 2-D matrix, got shape {array.shape}")
     if square and array.shape[0] != array.shape[1]:
@@ -79,7 +67,7 @@ def _check_matrix(value, name: str, *, square: bool = False) -> np.ndarray:
 
 
 def _check_activity(value, name: str) -> np.ndarray:
-    array = _as_real_array(value, name, "a time-major (T, n) numeric array")
+    array = _as_real_array(value, name, "time-major (T, n) numeric array")
     if array.ndim != 2 or array.size == 0:
         raise ValueError(
             f"{name} must be a non-empty time-major (T, n) array, got shape {array.shape}"
@@ -89,13 +77,13 @@ def _check_activity(value, name: str) -> np.ndarray:
 
 def _check_title(title, name: str = "title"):
     if title is not None and not isinstance(title, str):
-        raise TypeError(f"{name} must be a string or None, got {_describe(title)}")
+        raise TypeError(f"{name} must be a string or None, got {describe(title)}")
     return title
 
 
 def _check_ax(ax):
     if ax is not None and not hasattr(ax, "imshow"):
-        raise TypeError(f"ax must be a matplotlib Axes or None, got {_describe(ax)}")
+        raise TypeError(f"ax must be a matplotlib Axes or None, got {describe(ax)}")
     return ax
 
 
@@ -411,7 +399,7 @@ def plot_true_vs_estimated(estimated, A, selected_neuron=None):
     n = A.shape[0]
     if selected_neuron is not None:
         selected_neuron = check_index(selected_neuron, "selected_neuron", n)
-        estimated = _as_real_array(estimated, "estimated", "a numeric vector")
+        estimated = _as_real_array(estimated, "estimated", "numeric vector")
         if estimated.shape != (n,):
             raise ValueError(
                 f"estimated must be a vector of length {n} (one effect per target) when "
@@ -483,7 +471,7 @@ def _optional_number(value, where: str):
     if value is None:
         return None
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
-        raise TypeError(f"{where} must be a number or None, got {_describe(value)}")
+        raise TypeError(f"{where} must be a number or None, got {describe(value)}")
     value = float(value)
     return value if np.isfinite(value) else None
 
@@ -494,7 +482,7 @@ def _check_convergence(convergence_by_seed) -> dict:
     if not isinstance(convergence_by_seed, Mapping):
         raise TypeError(
             f"{name} must be a mapping {{label: list of {{'samples', 'score', 'mean_se'}}}}, "
-            f"got {_describe(convergence_by_seed)}"
+            f"got {describe(convergence_by_seed)}"
         )
     if not convergence_by_seed:
         raise ValueError(f"{name} must not be empty, got {{}}")
@@ -502,17 +490,17 @@ def _check_convergence(convergence_by_seed) -> dict:
     for label, points in convergence_by_seed.items():
         where = f"{name}[{label!r}]"
         if isinstance(points, (str, bytes, Mapping)) or not hasattr(points, "__iter__"):
-            raise TypeError(f"{where} must be a list of dicts, got {_describe(points)}")
+            raise TypeError(f"{where} must be a list of dicts, got {describe(points)}")
         samples, scores, errors = [], [], []
         for k, point in enumerate(points):
             if not isinstance(point, Mapping) or "samples" not in point:
                 raise TypeError(
                     f"{where}[{k}] must be a dict with 'samples', 'score' and 'mean_se', "
-                    f"got {_describe(point)}"
+                    f"got {describe(point)}"
                 )
             count = point["samples"]
             if isinstance(count, (bool, np.bool_)) or not isinstance(count, (int, np.integer)) or count < 1:
-                raise ValueError(f"{where}[{k}]['samples'] must be an integer >= 1, got {_describe(count)}")
+                raise ValueError(f"{where}[{k}]['samples'] must be an integer >= 1, got {describe(count)}")
             samples.append(int(count))
             score_value = _optional_number(point.get("score"), f"{where}[{k}]['score']")
             error = _optional_number(point.get("mean_se"), f"{where}[{k}]['mean_se']")
