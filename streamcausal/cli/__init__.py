@@ -18,7 +18,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .. import __version__
+from .._version import __version__
 from . import estimate, report, run, tutorial
 from .options import PROG, Interrupted, UsageError, epilog
 

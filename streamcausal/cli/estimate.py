@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from .. import __version__
+from .._version import __version__
 from .display import ProgressBar, finite_mean, format_number, format_rate
 from .options import PROG, Interrupted, UsageError, count, epilog, paragraph, seed
 
