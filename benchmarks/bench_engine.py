@@ -41,7 +41,9 @@ import time
 import numpy as np
 
 import streamcausal as sc
-from streamcausal import engine, kernels, tutorial
+from streamcausal import engine, tutorial
+from streamcausal._kernels import network as kernels
+from streamcausal.moments import chunk_moments
 
 TUTORIAL_STEPS = {6: 20_000, 100: 5_000, 200: 2_000, 1000: 60}
 TARGET_RATIO = {6: 2000.0, 100: 1000.0, 200: 1000.0}
@@ -198,16 +200,16 @@ def floor_comparison(n, run_seconds_target, repeats):
     per_sample = seconds / result.n_samples
 
     # run()'s own pieces on one chunk: the sample kernel, then the moments (centring + BLAS product)
-    simulation = engine._Simulation(A, n_steps, sc.Perturbation(), 0, chunk, "default")
+    simulation = engine.Simulation(A, n_steps, sc.Perturbation(), 0, chunk, "default")
     simulation.advance(0)  # allocates its buffers
     key_samples, _ = simulation._keys(0)
     kernel_times, moment_times = [], []
     for _ in range(max(5, repeats * 2)):
         began = time.perf_counter()
-        kernels._clamp_all_samples(0.5, (n + 63) // 64, *simulation._drive_tiles, key_samples, k,
-                                   simulation.block_size, *simulation._scratch, simulation.inputs, simulation.outputs)
+        kernels._clamp_all_samples(simulation._drive_tiles, 0.5, (n + 63) // 64, key_samples, k, simulation.block_size,
+                                   simulation._scratch[:2], (simulation.inputs, simulation.outputs))
         middle = time.perf_counter()
-        engine.chunk_moments(simulation.inputs[:k], simulation.outputs[:k], simulation.block_size, overwrite=True)
+        chunk_moments(simulation.inputs[:k], simulation.outputs[:k], simulation.block_size, overwrite=True)
         kernel_times.append(middle - began)
         moment_times.append(time.perf_counter() - middle)
     run_pieces = {
@@ -253,7 +255,7 @@ _IMPORT_SCRIPT = textwrap.dedent("""
     A = sc.create_connectivity(n)
     chunk = sc.engine.default_chunk_steps(n)
     first = []
-    def progress(done, total):
+    def progress(event):
         if not first:
             first.append(time.perf_counter())
     sc.run(A, 2 * chunk, progress=progress)

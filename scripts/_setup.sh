@@ -14,3 +14,16 @@ if [ ! -f "$STAMP" ] || [ "$(cat "$STAMP")" != "$WANT" ]; then
     echo "$WANT" > "$STAMP"
 fi
 export MPLBACKEND=Agg
+
+# Numba's on-disk cache checks only the source file of the kernel it loads, not the
+# files of the kernels inlined or called into it: after an edit of _kernels/rng.py,
+# network.py's cached kernels would still run the old random streams. So the cache
+# lives in a directory keyed to the sources of every kernel (the package's .py files
+# that mention numba or _jit: _jit.py and _kernels/*.py); a change of any of them
+# starts an empty one (each kernel then compiles once, about a minute on 2 cores),
+# and the directories of older keys are removed.
+KERNEL_KEY="$(grep -rlE --include='*.py' 'numba|_jit' streamcausal | LC_ALL=C sort | xargs sha256sum \
+    | sha256sum | cut -c1-16)"
+export NUMBA_CACHE_DIR="$ROOT/.venv/numba-cache/$KERNEL_KEY"
+mkdir -p "$NUMBA_CACHE_DIR"
+find "$ROOT/.venv/numba-cache" -mindepth 1 -maxdepth 1 ! -name "$KERNEL_KEY" -exec rm -rf {} +

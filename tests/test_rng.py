@@ -1,4 +1,4 @@
-"""The random streams of streamcausal.kernels, bit for bit and statistically.
+"""The random streams of streamcausal._kernels.rng, bit for bit and statistically.
 
 * default: SplitMix64 counters and a 256-layer ziggurat, checked against the pure-Python
   reference in ``reference.py`` draw for draw, including the tail and wedge paths;
@@ -12,7 +12,6 @@ import math
 
 import numpy as np
 import pytest
-
 from reference import (
     ReferenceStream,
     normal_cdf,
@@ -21,7 +20,8 @@ from reference import (
     reference_stream_start,
     reference_ziggurat_tables,
 )
-from streamcausal import kernels
+
+from streamcausal._kernels import rng as kernels
 
 N_STAT = 10**6
 
@@ -137,7 +137,7 @@ def test_mt_kernel_matches_randomstate_draw_for_draw(seed):
     kinds = np.random.default_rng(seed).integers(0, 3, 4000).astype(np.int64)
     kinds[:50] = 2  # consecutive normals use the cached second value
     out = np.empty(kinds.shape[0])
-    kernels._mt_draws(mt, mt_pos, gauss, kinds, out)
+    kernels._mt_draws((mt, mt_pos, gauss), kinds, out)
     rs = np.random.RandomState(seed)
     want = np.empty_like(out)
     for k, kind in enumerate(kinds):
@@ -161,13 +161,13 @@ def test_mt_coins_equal_choice_and_randint_vectors():
     mt = np.array(state[1], dtype=np.uint32)
     mt_pos = np.array([state[2], state[3]], dtype=np.int64)
     out = np.empty(n)
-    kernels._mt_fill_coins(mt, mt_pos, 0.5, out)
+    kernels._mt_fill_coins((mt, mt_pos, np.zeros(1)), 0.5, out)
     assert np.array_equal(out, np.random.RandomState(seed).randint(0, 2, size=n))
     assert np.array_equal(out, np.random.RandomState(seed).choice([0, 1], size=n))
     state = np.random.RandomState(seed).get_state()
     mt = np.array(state[1], dtype=np.uint32)
     mt_pos = np.array([state[2], state[3]], dtype=np.int64)
-    kernels._mt_fill_coins(mt, mt_pos, 0.3, out)
+    kernels._mt_fill_coins((mt, mt_pos, np.zeros(1)), 0.3, out)
     assert np.array_equal(out, np.random.RandomState(seed).random_sample(n) < 0.3)
 
 
@@ -186,7 +186,7 @@ def test_legacy_multivariate_normal_identity_is_standard_normal(n):
         mt_pos = np.array([state[2], state[3]], dtype=np.int64)
         gauss = np.array([state[4]])
         out = np.empty(2 * n)
-        kernels._mt_draws(mt, mt_pos, gauss, np.full(2 * n, 2, dtype=np.int64), out)
+        kernels._mt_draws((mt, mt_pos, gauss), np.full(2 * n, 2, dtype=np.int64), out)
         assert np.array_equal(out, np.concatenate([first, second]))
 
 

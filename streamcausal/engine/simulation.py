@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .. import kernels
+from .._kernels import network as kernels
 from .._validation import check_callable, check_connectivity, check_int, check_seed
 from ..designs import Observation, Perturbation, check_design
 from ..moments import CrossMoments, block_size, chunk_moments
@@ -83,7 +83,7 @@ class Simulation:
         self.chunk_steps = chunk_steps
         self.legacy = rng == "legacy"
         self.n_chunks = -(-n_steps // chunk_steps)
-        self.col_ptr, self.row_idx, self.weights = compressed_columns(A)
+        self.network = compressed_columns(A)  # (col_ptr, row_idx, weights)
         if isinstance(design, Observation):
             self.clamp_mode, self.every, self.p = kernels.CLAMP_NONE, 1, 0.5
         else:
@@ -91,13 +91,15 @@ class Simulation:
             self.clamp_mode = kernels.CLAMP_ALL if design.clamp == "all" else kernels.CLAMP_STIMULATED
         self.block_size = block_size(self.n)
         self.state = np.zeros(self.n)
-        legacy_state = np.random.RandomState(seed).get_state()
-        self.mt = np.array(legacy_state[1], dtype=np.uint32)
-        self.mt_pos = np.array([legacy_state[2], legacy_state[3]], dtype=np.int64)
-        self.gauss = np.array([legacy_state[4]], dtype=np.float64)
+        state = np.random.RandomState(seed).get_state()  # the legacy stream, see _kernels.rng
+        self.mt = np.array(state[1], dtype=np.uint32)
+        self.mt_pos = np.array([state[2], state[3]], dtype=np.int64)
+        self.gauss = np.array([state[4]], dtype=np.float64)
+        self.legacy_state = (self.mt, self.mt_pos, self.gauss)  # checkpoints restore them in place
         max_samples = min(chunk_steps, n_steps)
         self.inputs = np.empty((max_samples, self.n))
         self.outputs = np.empty((max_samples, self.n))
+        self._drive_tiles = self._scratch = None  # made on first use by _fast_setup
 
     def chunk_bounds(self, chunk):
         start = chunk * self.chunk_steps
@@ -119,7 +121,7 @@ class Simulation:
         The clamp-all design's samples (default streams, no trajectory) come from the
         parallel block kernels: for n * n <= ``BLAS_PAIRS`` folded into moments inside
         the kernel, otherwise written to the chunk buffers for one BLAS product. Any
-        other case steps through :func:`kernels._sequential_chunk`. Both give the same
+        other case steps through ``_kernels.network._sequential_chunk``. Both give the same
         samples and take their moments the same way, so the moments are bit-identical.
         """
         start, stop = self.chunk_bounds(chunk)
@@ -136,30 +138,33 @@ class Simulation:
                 return CrossMoments(n, n)
             coin_words, tiles, scratch = self._fast_setup()
             if not blas:
-                parts = [np.empty(n), np.empty(n), np.empty(n), np.empty(n), np.empty((n, n))]
-                kernels._clamp_all_moments(self.p, coin_words, *tiles, key_samples, count, bs, *scratch, *parts)
-                return CrossMoments.from_parts(count, *parts)
+                moments = (np.empty(n), np.empty(n), np.empty(n), np.empty(n), np.empty((n, n)))
+                kernels._clamp_all_moments(tiles, self.p, coin_words, key_samples, count, bs, scratch, moments)
+                return CrossMoments.from_parts(count, *moments)
         else:
-            write = trajectory is not None
-            activity, stimulation, clamped = trajectory if write else (self.inputs[:0], self.inputs[:0], np.empty(0, np.bool_))
-            count = kernels._sequential_chunk(
-                start, stop, self.n_steps, self.every, self.clamp_mode, self.p,
-                self.col_ptr, self.row_idx, self.weights, self.state,
-                self.legacy, key_samples, key_other, bs, self.mt, self.mt_pos, self.gauss,
-                self.inputs, self.outputs, write, activity, stimulation, clamped,
-            )
+            count = self._sequential(start, stop, (self.legacy, key_samples, key_other, bs), trajectory)
         if fast:  # n * n > BLAS_PAIRS here: the samples go to the chunk buffers for one BLAS product
-            kernels._clamp_all_samples(self.p, coin_words, *tiles, key_samples, count, bs, *scratch[:2],
-                                       self.inputs, self.outputs)
+            kernels._clamp_all_samples(tiles, self.p, coin_words, key_samples, count, bs, scratch[:2],
+                                       (self.inputs, self.outputs))
         # The buffers are scratch once the moments are taken, so they may be centred in place.
         return chunk_moments(self.inputs[:count], self.outputs[:count], bs, overwrite=True)
 
+    def _sequential(self, start, stop, streams, trajectory=None, first_sample=0):
+        """Steps [start, stop) by ``_sequential_chunk``, samples from row ``first_sample``; returns their count."""
+        write = trajectory is not None
+        if not write:
+            trajectory = (self.inputs[:0], self.inputs[:0], np.empty(0, np.bool_))
+        return kernels._sequential_chunk(
+            start, stop, self.n_steps, (self.clamp_mode, self.every, self.p), self.network, self.state,
+            streams, self.legacy_state, (self.inputs[first_sample:], self.outputs[first_sample:]),
+            write, trajectory,
+        )
+
     def _fast_setup(self):
         """Per-run tables of the parallel clamp-all kernels, made on first use."""
-        if getattr(self, "_drive_tiles", None) is None:
-            self._drive_tiles = kernels._drive_tiles(self.col_ptr, self.row_idx, self.weights, self.n,
-                                                     self.block_size)
-        if getattr(self, "_scratch", None) is None:
+        if self._drive_tiles is None:
+            self._drive_tiles = kernels._drive_tiles(self.network, self.n, self.block_size)
+        if self._scratch is None:
             self._scratch = kernels._block_scratch(self.n, self.block_size, moments=self.n * self.n <= BLAS_PAIRS)
         coin_words = (self.n + 63) // 64 if self.p == 0.5 else self.n
         return coin_words, self._drive_tiles, self._scratch
@@ -170,7 +175,7 @@ class Simulation:
         Every even step is a clamp and every odd one its outcome, so the parallel sample
         kernel gives the whole trajectory; only the last step of an odd-length run (no
         clamp, no outcome) is one sequential step. Rows, state and moments equal those
-        of :func:`kernels._sequential_chunk`, which the tests check.
+        of ``_kernels.network._sequential_chunk``, which ``tests/test_kernels.py`` checks.
         """
         activity, stimulation, clamped = trajectory
         count = self._samples_in(start, stop)
@@ -178,8 +183,8 @@ class Simulation:
         clamped[...] = False
         if count:
             coin_words, tiles, scratch = self._fast_setup()
-            kernels._clamp_all_samples(self.p, coin_words, *tiles, key_samples, count, self.block_size,
-                                       *scratch[:2], self.inputs, self.outputs)
+            kernels._clamp_all_samples(tiles, self.p, coin_words, key_samples, count, self.block_size, scratch[:2],
+                                       (self.inputs, self.outputs))
         first = start + start % 2  # the first clamped step of the chunk
         clamp_rows = np.arange(first - start, first - start + 2 * count, 2)
         if start % 2 or count == 0:
@@ -197,13 +202,8 @@ class Simulation:
             # An odd-length run ends with one unclamped step, drawn from the chunk's other stream.
             row = last_transition - start
             self.state[:] = activity[row]
-            kernels._sequential_chunk(
-                last_transition, stop, self.n_steps, self.every, self.clamp_mode, self.p,
-                self.col_ptr, self.row_idx, self.weights, self.state,
-                False, key_samples, key_other, self.block_size, self.mt, self.mt_pos, self.gauss,
-                self.inputs[count:], self.outputs[count:], True,
-                activity[row:], stimulation[row:], clamped[row:],
-            )
+            self._sequential(last_transition, stop, (False, key_samples, key_other, self.block_size),
+                             (activity[row:], stimulation[row:], clamped[row:]), first_sample=count)
         return chunk_moments(self.inputs[:count], self.outputs[:count], self.block_size, overwrite=True)
 
 
@@ -212,7 +212,14 @@ def simulate(A, n_steps, *, design=Perturbation(), seed=0, chunk_steps=None, rng
     """The trajectory that :func:`run` with the same arguments streams, held in memory.
 
     Returns a :class:`Trajectory` of ``(n_steps, n)`` arrays, for plots and checks on
-    short runs; :func:`run` gives the same estimate without holding it.
+    short runs; :func:`~streamcausal.run` gives the same estimate without holding it.
+
+    Examples
+    --------
+    >>> import streamcausal as sc
+    >>> trajectory = sc.simulate(sc.create_connectivity(6), 5)
+    >>> trajectory.activity.shape, trajectory.clamped.tolist()
+    ((5, 6), [True, False, True, False, False])
     """
     A, n_steps, design, seed, chunk_steps, rng = check_simulation_arguments(
         A, n_steps, design, seed, chunk_steps, rng

@@ -13,7 +13,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from .. import kernels
+from .._kernels import moments as kernels
+from .._validation import check_int
 from .cross import CrossMoments
 
 __all__ = ["BLAS_PAIRS", "block_size", "chunk_moments", "product_tn"]
@@ -40,11 +41,12 @@ def chunk_moments(inputs, outputs, block_size, *, overwrite=False) -> CrossMomen
 
     Up to ``BLAS_PAIRS`` input x output pairs (a quarter of it unless the inputs are
     all 0/1), blocks of ``block_size`` samples get two-pass moments in parallel
-    (:func:`kernels._block_moments`), merged in block order. Above, the columns are
-    centred (:func:`kernels._centre_columns`; in place if ``overwrite``, else on
-    copies) and the co-moment is one BLAS product (:func:`product_tn`).
+    (``_kernels.moments._block_moments``), merged in block order. Above, the columns
+    are centred (``_kernels.moments._centre_columns``; in place if ``overwrite``, else
+    on copies) and the co-moment is one BLAS product (:func:`product_tn`).
     Either way the bits depend on the data and ``block_size`` only.
     """
+    block_size = check_int(block_size, "block_size", minimum=1)
     (count, n_in), n_out = inputs.shape, outputs.shape[1]
     if count == 0:
         return CrossMoments(n_in, n_out)
@@ -62,9 +64,9 @@ def chunk_moments(inputs, outputs, block_size, *, overwrite=False) -> CrossMomen
             return CrossMoments.from_parts(count, mean_in, mean_out, m2_in, m2_out, comoment)
         # The parts are valid by construction: skip from_parts' checks.
         return CrossMoments.from_parts(count, mean_in, mean_out, m2_in, m2_out, comoment, validate=False)
-    comoment = np.empty((n_out, n_in))
-    kernels._blocked_moments(inputs, outputs, count, block_size, mean_in, mean_out, m2_in, m2_out, comoment)
-    return CrossMoments.from_parts(count, mean_in, mean_out, m2_in, m2_out, comoment)
+    moments = (mean_in, mean_out, m2_in, m2_out, np.empty((n_out, n_in)))
+    kernels._blocked_moments(inputs, outputs, count, block_size, moments)
+    return CrossMoments.from_parts(count, *moments)
 
 
 def _setup():
