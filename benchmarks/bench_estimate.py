@@ -252,7 +252,8 @@ def main(argv=None):
                        "chunk_rows": args.chunk_rows, "store": path},
             "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform(),
                         "load_average_before": load_before[0], "load_average_after": load_after[0],
-                        "blas_threads_env": {k: os.environ.get(k) for k in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "NUMBA_NUM_THREADS")}},
+                        "blas_threads_env": {k: os.environ.get(k)
+                                             for k in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "NUMBA_NUM_THREADS")}},
             "contenders": summary,
             "ratios": ratios,
             "targets": TARGETS,

@@ -59,7 +59,7 @@ def check_numeric_dtype(dtype, name: str, what: str = "numeric array") -> np.dty
         dtype = np.dtype(dtype)
     except TypeError as error:
         raise TypeError(f"{name} must be a {what}, got dtype {dtype!r}") from error
-    if dtype == object or not (np.issubdtype(dtype, np.number) or np.issubdtype(dtype, np.bool_)):
+    if dtype.kind == "O" or not (np.issubdtype(dtype, np.number) or np.issubdtype(dtype, np.bool_)):
         raise TypeError(f"{name} must be a {what}, got dtype {dtype}")
     if np.issubdtype(dtype, np.complexfloating):
         raise TypeError(f"{name} must be real, got complex dtype {dtype}")

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ._validation import check_callable, check_flag, check_int, check_real, check_seed, describe
+from ._validation import check_flag, check_int, check_real, check_seed, describe
 from ._version import __version__
 from .designs import Perturbation
 from .engine import DTYPES, Plan, check_simulation_arguments, run_seed

@@ -8,8 +8,6 @@ import math
 import numba
 import numpy as np
 import pytest
-
-import streamcausal
 from reference import (
     bad_connectivity_cases,
     reference_correlation,
@@ -20,6 +18,8 @@ from reference import (
     reference_slope,
     reference_stderr,
 )
+
+import streamcausal
 from streamcausal import Observation, Perturbation, create_connectivity, run, simulate, tutorial
 from streamcausal.designs import design_from_dict
 
@@ -303,7 +303,8 @@ def test_legacy_observation_estimate_is_the_lagged_correlation(n, T, seed):
     np.testing.assert_allclose(result.correlation, lagged, rtol=0, atol=1e-10)
 
 
-@pytest.mark.parametrize("design", list(DESIGNS.values()) + [Perturbation(every=4, clamp="stimulated")], ids=DESIGN_IDS + ["every4-stimulated"])
+@pytest.mark.parametrize("design", list(DESIGNS.values()) + [Perturbation(every=4, clamp="stimulated")],
+                         ids=DESIGN_IDS + ["every4-stimulated"])
 @pytest.mark.parametrize("n, T, seed", [(5, 203, 1), (1, 50, 2), (12, 120, 3)])
 def test_legacy_trajectory_of_every_design_is_the_reference(design, n, T, seed):
     A = legacy_matrix(n, seed)

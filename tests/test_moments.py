@@ -6,7 +6,6 @@ import warnings
 
 import numpy as np
 import pytest
-
 from reference import (
     reference_correlation,
     reference_cross_moments,
@@ -14,6 +13,7 @@ from reference import (
     reference_slope,
     reference_stderr,
 )
+
 from streamcausal.moments import CrossMoments
 
 RTOL = 1e-12

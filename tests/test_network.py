@@ -6,9 +6,9 @@ import warnings
 
 import numpy as np
 import pytest
+from reference import bad_connectivity_cases
 
 import streamcausal
-from reference import bad_connectivity_cases
 from streamcausal import tutorial
 from streamcausal.network import check_connectivity, create_connectivity
 

@@ -19,9 +19,9 @@ import zarr
 from reference import reference_correlation, reference_cross_moments, reference_effect, reference_slope
 
 import streamcausal
-from streamcausal.io import recording
 from streamcausal.designs import Observation, Perturbation
 from streamcausal.engine import default_chunk_steps
+from streamcausal.io import recording
 from streamcausal.io.recording import estimate, estimate_store
 
 T, N, N_IN, ZARR_ROWS = 1000, 4, 3, 333
@@ -355,7 +355,8 @@ def test_a_store_written_by_run_is_estimated_from_disk(tmp_path, dtype):
     """run(store=..., save_trajectory=True) then estimate_store: the run's own moments back."""
     A = streamcausal.create_connectivity(8)
     path = tmp_path / "run.zarr"
-    run = streamcausal.run(A, RUN_STEPS, seed=4, chunk_steps=RUN_CHUNK, store=streamcausal.Store(path, save_trajectory=True, dtype=dtype))
+    run = streamcausal.run(A, RUN_STEPS, seed=4, chunk_steps=RUN_CHUNK,
+                           store=streamcausal.Store(path, save_trajectory=True, dtype=dtype))
     result = estimate_store(path, activity="seed_4/activity", stimulation="seed_4/stimulation", steps="seed_4/clamped")
     assert result.moments.count == run.moments.count
     tol = 1e-10 if dtype == "float64" else 2 * FLOAT32_HALF_ULP
@@ -414,7 +415,8 @@ def test_estimate_store_missing_array_names_it_and_lists_the_store(tmp_path, dat
          r"stimulation must have as many steps \(rows\) as activity, got stimulation shape \(999, 3\) "
          r"and activity shape \(1000, 4\)"),
         (lambda d: ((d["activity"], d["stimulation"][:, 0]), {}), ValueError, r"stimulation must be 2-D"),
-        (lambda d: ((d["activity"], np.array([["a"] * 3] * T)), {}), TypeError, r"stimulation must be a numeric array, got dtype"),
+        (lambda d: ((d["activity"], np.array([["a"] * 3] * T)), {}), TypeError,
+         r"stimulation must be a numeric array, got dtype"),
         (lambda d: ((d["activity"],), {"steps": d["mask"][:-1]}), ValueError,
          r"steps mask must have the length of activity, T=1000, got length 999"),
         (lambda d: ((d["activity"],), {"steps": d["mask"][:, None]}), ValueError, r"steps must be 1-D"),

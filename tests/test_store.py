@@ -310,7 +310,7 @@ def test_kill_at_random_moments_from_outside(reference, tmp_path):
                progress=lambda event: time.sleep(0.05))
         """))
     rng = np.random.default_rng(0)
-    for attempt in range(3):
+    for _attempt in range(3):
         child = subprocess.Popen([sys.executable, str(script), str(path)])
         time.sleep(1.0 + rng.uniform(0, 0.6))  # numba import and compile, then a few chunks
         child.send_signal(signal.SIGKILL)

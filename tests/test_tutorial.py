@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from reference import bad_connectivity_cases, reference_correlation, reference_effect
+
 from streamcausal import tutorial
 
 DIFFERENCE_IN_MEANS = 0.9907195190159408

@@ -95,7 +95,7 @@ class CrossMoments:
     # ------------------------------------------------------------------ construction
 
     @classmethod
-    def from_parts(cls, count, mean_in, mean_out, m2_in, m2_out, comoment, *, validate=True) -> "CrossMoments":
+    def from_parts(cls, count, mean_in, mean_out, m2_in, m2_out, comoment, *, validate=True) -> CrossMoments:
         """Build an accumulator directly from its moments (copied, as float64).
 
         Parameters
@@ -154,7 +154,7 @@ class CrossMoments:
         return self
 
     @classmethod
-    def from_arrays(cls, arrays: Mapping) -> "CrossMoments":
+    def from_arrays(cls, arrays: Mapping) -> CrossMoments:
         """Inverse of :meth:`to_arrays`: rebuild from any mapping holding its six keys.
 
         The values may be NumPy arrays, Zarr arrays or anything ``np.asarray`` accepts;
@@ -187,7 +187,7 @@ class CrossMoments:
             "comoment": self.comoment.copy(),
         }
 
-    def copy(self) -> "CrossMoments":
+    def copy(self) -> CrossMoments:
         """An independent copy, bit for bit."""
         new = CrossMoments(self.n_inputs, self.n_outputs)
         new._set(
@@ -210,7 +210,7 @@ class CrossMoments:
 
     # ------------------------------------------------------------------ accumulation
 
-    def update(self, inputs, outputs) -> "CrossMoments":
+    def update(self, inputs, outputs) -> CrossMoments:
         """Fold in a batch of paired samples, in place.
 
         Parameters
@@ -240,7 +240,7 @@ class CrossMoments:
         self._set(*self._merged(self._parts(), _batch_moments(inputs, outputs)))
         return self
 
-    def merge(self, other: "CrossMoments") -> "CrossMoments":
+    def merge(self, other: CrossMoments) -> CrossMoments:
         """Return a new accumulator holding the samples of both (Chan–Golub–LeVeque).
 
         An empty side is an exact identity: the result is then a bit-exact copy of the
@@ -251,10 +251,10 @@ class CrossMoments:
         result._set(*self._merged(self._parts(), other._parts()))
         return result
 
-    def __add__(self, other: "CrossMoments") -> "CrossMoments":
+    def __add__(self, other: CrossMoments) -> CrossMoments:
         return self.merge(other)
 
-    def __iadd__(self, other: "CrossMoments") -> "CrossMoments":
+    def __iadd__(self, other: CrossMoments) -> CrossMoments:
         self._check_compatible(other)
         self._set(*self._merged(self._parts(), other._parts()))
         return self
@@ -271,6 +271,10 @@ class CrossMoments:
     def _parts(self):
         return self.count, self.mean_in, self.mean_out, self.m2_in, self.m2_out, self.comoment
 
+    # The parallel kernels merge blocks in place with a Numba twin of this merge
+    # (_kernels.moments._chan_merge). The two group additions differently
+    # ((a + b) + c here, a + (b + c) there), so making one call the other would change
+    # the bits of published results: keep both.
     @staticmethod
     def _merged(a, b):
         """Chan's pairwise combination of two parts tuples; returns fresh arrays."""
