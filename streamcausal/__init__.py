@@ -13,7 +13,9 @@ from ._version import __version__
 from .api import Seeds, Store, run
 from .designs import Observation, Perturbation
 from .engine import Trajectory, simulate
+from .experiment import Recording, Trials
 from .io.recording import estimate, estimate_store
+from .io.responses import TrialResult, estimate_trials
 from .moments import CrossMoments
 from .network import create_connectivity
 from .progress import Progress
@@ -26,13 +28,17 @@ __all__ = [
     "Observation",
     "Perturbation",
     "Progress",
+    "Recording",
     "Result",
     "Seeds",
     "Store",
     "Trajectory",
+    "TrialResult",
+    "Trials",
     "create_connectivity",
     "estimate",
     "estimate_store",
+    "estimate_trials",
     "report",
     "run",
     "score",

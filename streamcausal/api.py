@@ -7,6 +7,7 @@ every estimate is ``[target, source]``.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from dataclasses import dataclass, field
@@ -203,9 +204,12 @@ def run(A, n_steps, *, design=Perturbation(), seed=0, chunk_steps=None, rng="def
     parameters["target_se"] = None if target_se is None else float(target_se)
     began = time.perf_counter()
     tracker = _ProgressTracker(progress, seed_list, n_steps) if progress is not None else None
-    from .io.store import RunStore, StoreLock, describe_store
+    if store is not None:  # zarr is imported only for a run that has a store
+        from .io.store import RunStore, StoreLock, describe_store
 
-    lock = StoreLock.for_store(store.location if store is not None else None)
+        lock = StoreLock.for_store(store.location)
+    else:
+        lock = contextlib.nullcontext()
     with lock:
         run_store = None if store is None else RunStore.open(store.location, parameters, A, mode=store.mode)
         if seeds is not None:

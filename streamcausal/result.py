@@ -11,7 +11,7 @@ from functools import cached_property
 
 import numpy as np
 
-from ._validation import check_connectivity
+from ._validation import check_connectivity, check_real
 from .moments import CrossMoments
 
 __all__ = ["Result", "convergence_point", "score"]
@@ -119,6 +119,33 @@ class Result:
     def undefined_edges(self) -> np.ndarray:
         """Boolean ``[target, source]``: True where the estimates are NaN (a neuron never varied)."""
         return self.moments.undefined_edges()
+
+    @cached_property
+    def pvalue(self) -> np.ndarray:
+        """Two-sided normal p-value of ``effect / stderr``, ``[target, source]`` (NaN where undefined)."""
+        from .estimators import pvalues
+
+        return pvalues(self.effect, self.stderr)
+
+    @cached_property
+    def qvalue(self) -> np.ndarray:
+        """Benjamini–Hochberg q-values of :attr:`pvalue`.
+
+        Over the off-diagonal edges when the inputs are the outputs' own neurons (as
+        many inputs as outputs, as in every run), otherwise over all edges.
+        """
+        from .estimators import bh_qvalues, edge_mask
+
+        same_neurons = self.moments.n_inputs == self.moments.n_outputs
+        return bh_qvalues(self.pvalue, edge_mask(self.pvalue.shape, same_neurons))
+
+    def significant(self, alpha=0.05) -> np.ndarray:
+        """Boolean ``[target, source]``: ``qvalue <= alpha`` (false-discovery rate ``alpha``)."""
+        alpha = check_real(alpha, "alpha")
+        if not 0 < alpha < 1:
+            raise ValueError(f"alpha must be in (0, 1), got {alpha}")
+        with np.errstate(invalid="ignore"):
+            return self.qvalue <= alpha
 
     def score(self, A, estimate: str = "correlation") -> float:
         """Pearson correlation of ``estimate`` ("correlation" or "effect") with the true ``A``."""
