@@ -343,3 +343,147 @@ def pytest_param(value, error, match, case_id):
     import pytest
 
     return pytest.param(value, error, match, id=case_id)
+
+
+# --------------------------------------------------------------------------- trial experiments
+# Activity is time-major (T, n); trial responses are (K, n); indicators (K, n_sources) are
+# 0/1 "source i was targeted in trial k"; effects and standard errors are [responder, source].
+
+
+def reference_responses(activity, times, end, onsets, window, baseline=None):
+    """Each trial's mean activity over its window (minus its baseline mean), by explicit masks.
+
+    Trial ``k`` averages the frames with ``onsets[k] + window[0] <= times[f] < onsets[k] + window[1]``
+    (likewise for ``baseline``, subtracted). It is dropped when an interval ``[a, b)`` holds no
+    frame or is not inside the recording (``a >= times[0]`` and ``b <= end``).
+    Returns ``(responses (K_kept, n), kept bool (K,))``.
+    """
+    activity = np.asarray(activity, dtype=np.float64)
+    times = np.asarray(times, dtype=np.float64)
+    onsets = np.asarray(onsets, dtype=np.float64)
+    intervals = [window] if baseline is None else [window, baseline]
+    rows = []
+    kept = np.zeros(onsets.shape[0], dtype=bool)
+    for k, onset in enumerate(onsets):
+        means = []
+        for low, high in intervals:
+            a = onset + low
+            b = onset + high
+            mask = (times >= a) & (times < b)
+            if a < times[0] or b > end or not mask.any():
+                break
+            means.append(np.array([math.fsum(activity[mask, j]) / mask.sum() for j in range(activity.shape[1])]))
+        else:
+            kept[k] = True
+            rows.append(means[0] - means[1] if baseline is not None else means[0])
+    responses = np.array(rows) if rows else np.empty((0, activity.shape[1]))
+    return responses, kept
+
+
+def reference_identifiable(indicators) -> np.ndarray:
+    """Bool (n_sources,): source ``i``'s coefficient in the regression on ``[1, S]`` is estimable.
+
+    That is: removing column ``i`` lowers the rank of ``[1, S]`` (the column is not a
+    combination of the intercept and the other columns). A never-targeted source (zero
+    column), an always-targeted one (the intercept) and sources always targeted together
+    are not identifiable.
+    """
+    S = np.asarray(indicators, dtype=np.float64)
+    X = np.column_stack([np.ones(S.shape[0]), S])
+    rank = np.linalg.matrix_rank(X)
+    return np.array([np.linalg.matrix_rank(np.delete(X, 1 + i, axis=1)) < rank for i in range(S.shape[1])])
+
+
+def reference_regression(indicators, responses):
+    """Joint OLS of each responder's response on ``[1, S]``: (effect, stderr) as ``[responder, source]``.
+
+    ``effect[j, i]`` is source ``i``'s coefficient for responder ``j`` from ``np.linalg.lstsq``;
+    the standard error is the textbook ``sqrt(RSS_j / (N - rank[1, S]) * (X^T X)^+_ii)``, which
+    for a full-rank design is ``RSS_j / (N - p - 1)`` times the inverse of the centred design
+    cross-product. Non-identifiable sources (:func:`reference_identifiable`) are NaN; the
+    standard errors are NaN when no residual degree of freedom is left.
+    """
+    S = np.asarray(indicators, dtype=np.float64)
+    R = np.asarray(responses, dtype=np.float64)
+    n_trials, n_sources = S.shape
+    X = np.column_stack([np.ones(n_trials), S])
+    identifiable = reference_identifiable(S)
+    effect = np.full((R.shape[1], n_sources), np.nan)
+    stderr = np.full_like(effect, np.nan)
+    rank = np.linalg.matrix_rank(X)
+    inverse = np.linalg.pinv(X.T @ X)
+    for j in range(R.shape[1]):
+        beta = np.linalg.lstsq(X, R[:, j], rcond=None)[0]
+        residual = R[:, j] - X @ beta
+        df = n_trials - rank
+        sigma2 = math.fsum(residual * residual) / df if df > 0 else np.nan
+        for i in range(n_sources):
+            if identifiable[i]:
+                effect[j, i] = beta[1 + i]
+                stderr[j, i] = math.sqrt(sigma2 * inverse[1 + i, 1 + i]) if df > 0 else np.nan
+    return effect, stderr
+
+
+def reference_difference(indicators, responses, exclude_responder=True):
+    """Difference of mean responses with Welch standard errors, by explicit loops over (j, i).
+
+    With ``exclude_responder`` (the estimator's definition), for ``i != j`` group a is the
+    trials that target ``i`` and not ``j``, group b those that target neither; without it
+    (and always for ``i == j``) a targets ``i`` and b does not. ``effect = mean_a - mean_b``
+    and ``stderr = sqrt(var_a/n_a + var_b/n_b)`` with ddof=1; both NaN when a group has
+    fewer than 2 trials.
+    """
+    S = np.asarray(indicators)
+    R = np.asarray(responses, dtype=np.float64)
+    n_sources = S.shape[1]
+    effect = np.full((R.shape[1], n_sources), np.nan)
+    stderr = np.full_like(effect, np.nan)
+    for j in range(R.shape[1]):
+        for i in range(n_sources):
+            on = S[:, i] == 1
+            off = S[:, i] == 0
+            if exclude_responder and i != j and j < n_sources:
+                on = on & (S[:, j] == 0)
+                off = off & (S[:, j] == 0)
+            a, b = R[on, j], R[off, j]
+            if a.size < 2 or b.size < 2:
+                continue
+            effect[j, i] = a.mean() - b.mean()
+            stderr[j, i] = math.sqrt(a.var(ddof=1) / a.size + b.var(ddof=1) / b.size)
+    return effect, stderr
+
+
+def reference_pvalues(effect, stderr):
+    """Two-sided normal p-values ``2 P(Z > |effect / stderr|)``; NaN where either is NaN or stderr <= 0."""
+    from scipy.stats import norm
+
+    effect = np.asarray(effect, dtype=np.float64)
+    stderr = np.asarray(stderr, dtype=np.float64)
+    p = np.full(effect.shape, np.nan)
+    for index in np.ndindex(effect.shape):
+        if np.isfinite(effect[index]) and np.isfinite(stderr[index]) and stderr[index] > 0:
+            p[index] = 2.0 * norm.sf(abs(effect[index] / stderr[index]))
+    return p
+
+
+def reference_bh(pvalues, mask):
+    """Benjamini-Hochberg q-values over the entries in ``mask`` with a finite p-value; NaN elsewhere.
+
+    Textbook step-up: sort the m p-values ascending, ``q_(k) = min over l >= k of
+    min(1, m p_(l) / l)``, put back in place.
+    """
+    p = np.asarray(pvalues, dtype=np.float64)
+    use = np.asarray(mask, dtype=bool) & np.isfinite(p)
+    where = np.argwhere(use)
+    values = [p[tuple(index)] for index in where]
+    m = len(values)
+    order = sorted(range(m), key=lambda k: values[k])
+    q_sorted = [0.0] * m
+    running = 1.0
+    for rank in range(m, 0, -1):
+        running = min(running, m * values[order[rank - 1]] / rank)
+        q_sorted[rank - 1] = running
+    q = np.full(p.shape, np.nan)
+    for rank, k in enumerate(order):
+        q[tuple(where[k])] = q_sorted[rank]
+    return q
