@@ -332,8 +332,6 @@ def test_estimate_trials_on_a_recording(timestamps):
     assert_matches_reference(result, expected)
 
 
-@pytest.mark.xfail(strict=True, reason="estimate_trials drops a collinear group's columns from the model "
-                   "instead of keeping their combined column (omitted-variable bias on the identifiable sources)")
 def test_estimate_trials_singular_design():
     """Sources 0 and 1 always targeted together (sometimes with 2), 3 never: NaN except the identifiable ones.
 

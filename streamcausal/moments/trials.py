@@ -37,24 +37,14 @@ class _Groups:
         self.m2 = np.zeros(shape)
 
     @classmethod
-    def of_batch(cls, membership, responder_mask, centred, centre):
-        """Group statistics of one batch: ``membership`` (k, p) 0/1 per source (None: one group per responder)."""
-        weights = responder_mask
-        if membership is None:  # per responder only: its own targeted / not-targeted trials
-            count = weights.sum(axis=0)
-            s1 = (weights * centred).sum(axis=0)
-            s2 = (weights * centred * centred).sum(axis=0)
-        else:
-            count = weights.T @ membership
-            s1 = (weights * centred).T @ membership
-            s2 = (weights * centred * centred).T @ membership
-            centre = centre[:, None]
+    def from_sums(cls, count, s1, s2, centre):
+        """Group statistics from the count, sum and sum of squares of responses shifted by ``centre``."""
         self = cls.__new__(cls)
         with np.errstate(divide="ignore", invalid="ignore"):
             shift = np.where(count > 0, s1 / count, 0.0)
             self.m2 = np.maximum(np.where(count > 0, s2 - s1 * shift, 0.0), 0.0)
         self.mean = np.where(count > 0, centre + shift, 0.0)
-        self.count = count
+        self.count = count.astype(np.float64)
         return self
 
     def merge(self, other):
@@ -72,6 +62,79 @@ class _Groups:
     def variance(self):
         with np.errstate(divide="ignore", invalid="ignore"):
             return np.where(self.count >= 2, self.m2 / (self.count - 1), np.nan)
+
+
+class _BatchSums:
+    """Sparse products of one batch: ``S'Y_c``, ``S'Y_c^2``, ``S'S`` and their responder-excluded parts.
+
+    ``S`` is the batch's (k, p) 0/1 target matrix (sparse), ``Y_c`` its responses
+    centred on the batch means. Every statistic of the batch follows from these.
+    """
+
+    def __init__(self, indptr, indices, Y, n_sources):
+        from scipy import sparse
+
+        k, n = Y.shape
+        self.k, self.n, self.p = k, n, n_sources
+        self.centre = Y.mean(axis=0)
+        self.centred = Y - self.centre
+        data = np.ones(indices.size)
+        self.S = sparse.csr_matrix((data, indices, indptr), shape=(k, n_sources))
+        self.counts = np.bincount(indices, minlength=n_sources).astype(np.float64)
+        self.P1 = np.asarray(self.S.T @ self.centred)  # (p, n): sum of y_c over the trials targeting i
+        self.P2 = np.asarray(self.S.T @ (self.centred * self.centred))
+        self.T1 = self.centred.sum(axis=0)
+        self.T2 = np.einsum("kj,kj->j", self.centred, self.centred)
+        self.G = (self.S.T @ self.S).toarray()  # co-targeting counts
+
+    def joint(self) -> CrossMoments:
+        k, p = self.k, self.p
+        mean_in = self.counts / k
+        m2_in = self.counts - self.counts * mean_in
+        comoment = np.ascontiguousarray(self.P1.T)  # sum_k (s - mean)(y - mean) = S'Y_c since sum Y_c = 0
+        if k < 2:
+            return CrossMoments.from_parts(k, mean_in, self.centre, np.zeros(p), np.zeros(self.n),
+                                           np.zeros_like(comoment))
+        return CrossMoments.from_parts(k, mean_in, self.centre, m2_in, self.T2, comoment)
+
+    def design(self) -> CrossMoments:
+        k, p = self.k, self.p
+        mean_in = self.counts / k
+        m2_in = self.counts - self.counts * mean_in
+        if k < 2:
+            return CrossMoments.from_parts(k, mean_in, mean_in, np.zeros(p), np.zeros(p), np.zeros((p, p)))
+        comoment = self.G - np.outer(mean_in, self.counts)
+        comoment = (comoment + comoment.T) / 2
+        return CrossMoments.from_parts(k, mean_in, mean_in, m2_in, m2_in, comoment)
+
+    def groups(self, same_neurons) -> dict:
+        """The batch's difference-in-means groups, ``[responder, source]``."""
+        k, centre = self.k, self.centre[:, None]
+        counts = self.counts[None, :]
+        if not same_neurons:
+            return {
+                "targeted": _Groups.from_sums(np.broadcast_to(counts, (self.n, self.p)).copy(), self.P1.T,
+                                              self.P2.T, centre),
+                "neither": _Groups.from_sums(np.broadcast_to(k - counts, (self.n, self.p)).copy(),
+                                             self.T1[:, None] - self.P1.T, self.T2[:, None] - self.P2.T, centre),
+            }
+        rows = np.repeat(np.arange(k), np.diff(self.S.indptr))
+        own = self.S.copy()  # entry (trial, source j) holds responder j's own value
+        own.data = self.centred[rows, self.S.indices]
+        Q1 = (self.S.T @ own).toarray()  # [i, j]: sum over trials targeting both i and j of y_c of j
+        own.data = own.data * own.data
+        Q2 = (self.S.T @ own).toarray()
+        D1, D2 = np.diag(self.P1).copy(), np.diag(self.P2).copy()  # sums over the trials targeting j itself
+        G, P1, P2 = self.G.T, self.P1.T, self.P2.T  # now [j, i]
+        Q1, Q2 = Q1.T, Q2.T
+        own_count = self.counts[:, None]
+        return {
+            "targeted": _Groups.from_sums(counts - G, P1 - Q1, P2 - Q2, centre),
+            "neither": _Groups.from_sums(k - counts - own_count + G, self.T1[:, None] - P1 - D1[:, None] + Q1,
+                                         self.T2[:, None] - P2 - D2[:, None] + Q2, centre),
+            "self_targeted": _Groups.from_sums(self.counts.copy(), D1, D2, self.centre),
+            "self_not": _Groups.from_sums(k - self.counts, self.T1 - D1, self.T2 - D2, self.centre),
+        }
 
 
 class TrialMoments:
@@ -130,36 +193,38 @@ class TrialMoments:
     def update(self, indicators, responses) -> TrialMoments:
         """Fold in a batch: ``indicators`` (k, n_sources) 0/1, ``responses`` (k, n_responders), finite."""
         S = check_float_array(indicators, "indicators", None, 2)
-        Y = check_float_array(responses, "responses", None, 2)
-        if S.shape[1] != self.n_sources or Y.shape[1] != self.n_responders or S.shape[0] != Y.shape[0]:
-            raise ValueError(
-                f"indicators and responses must be (k, {self.n_sources}) and (k, {self.n_responders}), "
-                f"got {S.shape} and {Y.shape}"
-            )
+        if S.shape[1] != self.n_sources:
+            raise ValueError(f"indicators must be (k, {self.n_sources}), got shape {S.shape}")
         if np.any((S != 0) & (S != 1)):
             raise ValueError("indicators must hold only 0 and 1")
-        if S.shape[0] == 0:
-            return self
-        self.joint += CrossMoments(self.n_sources, self.n_responders).update(S, Y)
-        self.design += CrossMoments(self.n_sources, self.n_sources).update(S, S)
-        self.targeted_count += S.sum(axis=0).astype(np.int64)
-        for name, batch in self._batch_groups(S, Y).items():
-            self.groups[name] = self.groups[name].merge(batch)
-        return self
+        rows, columns = np.nonzero(S)
+        indptr = np.searchsorted(rows, np.arange(S.shape[0] + 1))
+        return self.update_targets(indptr, columns, responses)
 
-    def _batch_groups(self, S, Y):
-        centre = Y.mean(axis=0)
-        centred = Y - centre
-        not_targeted = 1.0 - S
-        responder_free = not_targeted if self.same_neurons else np.ones_like(Y)
-        groups = {
-            "targeted": _Groups.of_batch(S, responder_free, centred, centre),
-            "neither": _Groups.of_batch(not_targeted, responder_free, centred, centre),
-        }
-        if self.same_neurons:
-            groups["self_targeted"] = _Groups.of_batch(None, S, centred, centre)
-            groups["self_not"] = _Groups.of_batch(None, not_targeted, centred, centre)
-        return groups
+    def update_targets(self, indptr, indices, responses) -> TrialMoments:
+        """Fold in a batch given as targets: trial ``k`` targeted ``indices[indptr[k]:indptr[k + 1]]``.
+
+        The work is proportional to the targets times the responders (a few sources per
+        trial), never to ``n_sources x n_responders`` per trial.
+        """
+        Y = check_float_array(responses, "responses", None, 2)
+        indptr = np.asarray(indptr, dtype=np.int64)
+        indices = np.asarray(indices, dtype=np.int64)
+        k = Y.shape[0]
+        if Y.shape[1] != self.n_responders or indptr.shape != (k + 1,):
+            raise ValueError(f"responses must be (k, {self.n_responders}) with indptr of length k + 1, "
+                             f"got {Y.shape} and {indptr.shape}")
+        if indices.size and (indices.min() < 0 or indices.max() >= self.n_sources):
+            raise ValueError(f"indices must be in [0, {self.n_sources}), got {indices.min()}..{indices.max()}")
+        if k == 0:
+            return self
+        batch = _BatchSums(indptr, indices, Y, self.n_sources)
+        self.joint += batch.joint()
+        self.design += batch.design()
+        self.targeted_count += batch.counts.astype(np.int64)
+        for name, groups in batch.groups(self.same_neurons).items():
+            self.groups[name] = self.groups[name].merge(groups)
+        return self
 
     def merge(self, other: TrialMoments) -> TrialMoments:
         """A new accumulator holding the trials of both."""
@@ -211,48 +276,54 @@ class TrialMoments:
 
     # ------------------------------------------------------------------ estimators
 
+    def _design_basis(self):
+        """Varying sources, and the eigenbasis of their centred cross-product split into range and null space."""
+        varying = np.flatnonzero((self.design.m2_in > 0) & (self.count >= 2))
+        if varying.size == 0:
+            return varying, None, None, None
+        values, vectors = np.linalg.eigh(self.design.comoment[np.ix_(varying, varying)])
+        in_range = values > 1e-10 * max(values.max(), 1.0)
+        return varying, values[in_range], vectors[:, in_range], vectors[:, ~in_range]
+
     def identifiable_sources(self) -> np.ndarray:
         """Boolean ``(n_sources,)``: sources whose regression coefficient is defined.
 
-        A source must be targeted on some trials and not on others, and must not lie in
-        a singular part of the design (a set of sources always targeted together, or
-        whose indicators are collinear with others').
+        A source must be targeted on some trials and not on others, and its coefficient
+        must not depend on how a singular design is resolved (sources always targeted
+        together, or whose indicators are otherwise collinear, are not identifiable;
+        the others still are).
         """
-        keep = (self.design.m2_in > 0) & (self.count >= 2)
-        while keep.any():
-            index = np.flatnonzero(keep)
-            cross = self.design.comoment[np.ix_(index, index)]
-            values, vectors = np.linalg.eigh(cross)
-            null = values <= 1e-10 * max(values.max(), 1.0)
-            if not null.any():
-                break
-            involved = np.any(np.abs(vectors[:, null]) > 1e-8, axis=1)
-            keep[index[involved]] = False
+        keep = np.zeros(self.n_sources, dtype=bool)
+        varying, _, _, null = self._design_basis()
+        if varying.size:
+            keep[varying] = np.einsum("ij,ij->i", null, null) < 1e-8 if null.size else True
         return keep
 
     def regression(self):
         """``(effect, stderr)`` of the joint least squares, ``[responder, source]``, NaN where undefined.
 
-        Coefficients ``beta = (S_c' S_c)^-1 S_c' Y_c`` on the identifiable sources (the
-        intercept is the centring); standard errors ``sqrt(RSS_j / (N - p - 1) * [(S_c'
-        S_c)^-1]_ii)`` with ``p`` the identifiable sources.
+        The least squares of each responder on every varying source's indicator plus an
+        intercept (the centring), solved with the pseudo-inverse of the centred design
+        cross-product ``C = S_c' S_c``: ``beta = Y_c' S_c C^+``. Identifiable sources'
+        coefficients do not depend on that choice; the others are NaN. Standard errors
+        ``sqrt(RSS_j / (N - rank(C) - 1) * [C^+]_ii)``.
         """
         n, p = self.n_responders, self.n_sources
         effect = np.full((n, p), np.nan)
         stderr = np.full((n, p), np.nan)
-        keep = self.identifiable_sources()
-        if not keep.any():
+        varying, values, basis, _ = self._design_basis()
+        if varying.size == 0 or values.size == 0:
             return effect, stderr
-        index = np.flatnonzero(keep)
-        inverse = np.linalg.inv(self.design.comoment[np.ix_(index, index)])
-        inverse = (inverse + inverse.T) / 2
-        cross = self.joint.comoment[:, index]  # (n, p') = Y_c' S_c
+        inverse = (basis / values) @ basis.T  # C^+
+        cross = self.joint.comoment[:, varying]  # (n, varying) = Y_c' S_c
         beta = cross @ inverse
-        effect[:, index] = beta
-        dof = self.count - index.size - 1
+        identifiable = self.identifiable_sources()[varying]
+        columns = varying[identifiable]
+        effect[:, columns] = beta[:, identifiable]
+        dof = self.count - values.size - 1
         if dof > 0:
             rss = np.maximum(self.joint.m2_out - np.einsum("ji,ji->j", beta, cross), 0.0)
-            stderr[:, index] = np.sqrt(rss[:, None] / dof * np.diag(inverse)[None, :])
+            stderr[:, columns] = np.sqrt(rss[:, None] / dof * np.diag(inverse)[identifiable][None, :])
         return effect, stderr
 
     def difference(self):
