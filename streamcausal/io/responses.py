@@ -28,7 +28,15 @@ from .recording import _default_chunk_steps, _Source
 __all__ = ["METHODS", "TrialResult", "estimate_trials"]
 
 METHODS = ("regression", "difference")
-_BATCH_TRIALS = 256  # responses folded into the moments per batch (fixed: the bits depend on it)
+
+
+def batch_trials(n_neurons: int) -> int:
+    """Responses folded into the moments per batch: about 2**21 values (16 MB), 64 to 4096 trials.
+
+    A function of ``n`` only, since the bits of the result depend on it.
+    """
+    return int(max(64, min(4096, 2**21 // n_neurons)))
+
 DROP_REASONS = ("off_recording", "empty_window", "empty_baseline")
 
 
@@ -248,12 +256,13 @@ def _mean_rows(pieces) -> np.ndarray:
 
 
 class _ResponseBatch:
-    """Finished trials (indicator row, response) folded into the moments every ``_BATCH_TRIALS`` trials."""
+    """Finished trials (targets, response) folded into the moments every :func:`batch_trials` trials."""
 
     def __init__(self, trials, n, moments):
         self.trials, self.moments = trials, moments
-        self.indicators = np.zeros((_BATCH_TRIALS, trials.n_sources))
-        self.responses = np.empty((_BATCH_TRIALS, n))
+        self.capacity = batch_trials(n)
+        self.responses = np.empty((self.capacity, n))
+        self.targets = []
         self.size = 0
 
     def add(self, trial, response):
@@ -263,17 +272,19 @@ class _ResponseBatch:
                 f"activity must be finite in the trials' windows, got {response[column]} in the response of "
                 f"neuron {column} to trial {int(self.trials.order[trial])} (onset {self.trials.onsets[trial]:g} s)"
             )
-        self.indicators[self.size] = 0.0
-        self.indicators[self.size, self.trials.targets_of(trial)] = 1.0
+        self.targets.append(self.trials.targets_of(trial))
         self.responses[self.size] = response
         self.size += 1
-        if self.size == _BATCH_TRIALS:
+        if self.size == self.capacity:
             self.flush()
 
     def flush(self):
         if self.size:
-            self.moments.update(self.indicators[: self.size], self.responses[: self.size])
-            self.size = 0
+            indptr = np.zeros(self.size + 1, dtype=np.int64)
+            np.cumsum([t.size for t in self.targets], out=indptr[1:])
+            indices = np.concatenate(self.targets)
+            self.moments.update_targets(indptr, indices, self.responses[: self.size])
+            self.targets, self.size = [], 0
 
 
 class _FrameClock:
