@@ -15,7 +15,9 @@ from .designs import Observation, Perturbation
 from .engine import Trajectory, simulate
 from .experiment import Recording, Trials
 from .io.recording import estimate, estimate_store
+from .io.nwb import read_nwb
 from .io.responses import TrialResult, estimate_trials
+from .io.spikes import BinnedSpikes, bin_spikes
 from .moments import CrossMoments
 from .network import create_connectivity
 from .progress import Progress
@@ -24,6 +26,7 @@ from .result import Result, score
 
 __all__ = [
     "__version__",
+    "BinnedSpikes",
     "CrossMoments",
     "Observation",
     "Perturbation",
@@ -35,10 +38,12 @@ __all__ = [
     "Trajectory",
     "TrialResult",
     "Trials",
+    "bin_spikes",
     "create_connectivity",
     "estimate",
     "estimate_store",
     "estimate_trials",
+    "read_nwb",
     "report",
     "run",
     "score",

@@ -177,6 +177,18 @@ class Recording:
     def shape(self):
         return tuple(self.activity.shape)
 
+    def close(self):
+        """Close the file the activity is read from (a Recording from :func:`~streamcausal.io.nwb.read_nwb`)."""
+        handle = getattr(self, "io", None)
+        if handle is not None:
+            handle.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
     def __repr__(self) -> str:
         timing = f"rate={self.rate:g} Hz" if self.rate is not None else "timestamps"
         return f"Recording({self.description or 'activity'}, shape={self.shape}, {timing}, trials={self.trials!r})"

@@ -1,17 +1,20 @@
 """Mergeable sufficient statistics of stimulation trials: (which sources were targeted, each neuron's response).
 
-:class:`TrialMoments` folds batches of trials (0/1 target indicators ``S``, responses
-``Y``) into statistics that merge exactly (Chan–Golub–LeVeque), from which both trial
-estimators follow without ever holding the trials x neurons response matrix:
+:class:`TrialMoments` folds batches of trials (the sources each targeted, every
+neuron's response ``y``) into sums from which both trial estimators follow, without
+ever holding the trials x neurons response matrix:
 
-* ``regression``: joint least squares of each responder on every source's indicator
-  plus an intercept, from the centred cross-products ``S'S`` and ``S'Y``
-  (two :class:`~streamcausal.moments.CrossMoments`);
-* ``difference``: per (responder j, source i) the count, mean and centred sum of
-  squares of ``y_j`` on the trials that target ``i`` and not ``j``, and on the trials
-  that target neither, for Welch's test.
+* ``regression``: joint least squares of each responder on every source's 0/1
+  indicator plus an intercept, from the centred cross-products ``S'S`` and ``S'Y``;
+* ``difference``: per (responder j, source i) the mean and variance of ``y_j`` on the
+  trials that target ``i`` and not ``j``, and on the trials that target neither.
 
-Every matrix is ``[responder, source]``.
+The sums are of responses shifted by a fixed per-neuron ``shift`` (the first batch's
+mean), the "shifted data" form of the centred sums: as stable as Chan's updates when
+the shift is near the mean, and additive, so a batch costs work proportional to its
+targets times the neurons, and two accumulators merge exactly (after re-shifting one
+to the other's shift). The target co-occurrence sums are sparse. Every matrix an
+estimator returns is ``[responder, source]``.
 """
 
 from __future__ import annotations
@@ -19,122 +22,17 @@ from __future__ import annotations
 import numpy as np
 
 from .._validation import check_float_array, check_int, describe
-from .cross import CrossMoments
 
 __all__ = ["TrialMoments"]
 
-_GROUPS = ("targeted", "neither", "self_targeted", "self_not")
+_DENSE = ("shift", "counts", "total", "total_squares", "sums", "sums_squares")
+_SPARSE = ("cotargeted", "own_sums", "own_squares")
 
 
-class _Groups:
-    """Count, mean and centred sum of squares of responses in one group of trials, per entry; Chan-merged."""
+def _sparse():
+    from scipy import sparse
 
-    __slots__ = ("count", "mean", "m2")
-
-    def __init__(self, shape):
-        self.count = np.zeros(shape)
-        self.mean = np.zeros(shape)
-        self.m2 = np.zeros(shape)
-
-    @classmethod
-    def from_sums(cls, count, s1, s2, centre):
-        """Group statistics from the count, sum and sum of squares of responses shifted by ``centre``."""
-        self = cls.__new__(cls)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            shift = np.where(count > 0, s1 / count, 0.0)
-            self.m2 = np.maximum(np.where(count > 0, s2 - s1 * shift, 0.0), 0.0)
-        self.mean = np.where(count > 0, centre + shift, 0.0)
-        self.count = count.astype(np.float64)
-        return self
-
-    def merge(self, other):
-        merged = _Groups.__new__(_Groups)
-        total = self.count + other.count
-        with np.errstate(divide="ignore", invalid="ignore"):
-            weight = np.where(total > 0, other.count / total, 0.0)
-            factor = np.where(total > 0, self.count * other.count / total, 0.0)
-        delta = other.mean - self.mean
-        merged.count = total
-        merged.mean = np.where(total > 0, self.mean + delta * weight, 0.0)
-        merged.m2 = self.m2 + other.m2 + delta * delta * factor
-        return merged
-
-    def variance(self):
-        with np.errstate(divide="ignore", invalid="ignore"):
-            return np.where(self.count >= 2, self.m2 / (self.count - 1), np.nan)
-
-
-class _BatchSums:
-    """Sparse products of one batch: ``S'Y_c``, ``S'Y_c^2``, ``S'S`` and their responder-excluded parts.
-
-    ``S`` is the batch's (k, p) 0/1 target matrix (sparse), ``Y_c`` its responses
-    centred on the batch means. Every statistic of the batch follows from these.
-    """
-
-    def __init__(self, indptr, indices, Y, n_sources):
-        from scipy import sparse
-
-        k, n = Y.shape
-        self.k, self.n, self.p = k, n, n_sources
-        self.centre = Y.mean(axis=0)
-        self.centred = Y - self.centre
-        data = np.ones(indices.size)
-        self.S = sparse.csr_matrix((data, indices, indptr), shape=(k, n_sources))
-        self.counts = np.bincount(indices, minlength=n_sources).astype(np.float64)
-        self.P1 = np.asarray(self.S.T @ self.centred)  # (p, n): sum of y_c over the trials targeting i
-        self.P2 = np.asarray(self.S.T @ (self.centred * self.centred))
-        self.T1 = self.centred.sum(axis=0)
-        self.T2 = np.einsum("kj,kj->j", self.centred, self.centred)
-        self.G = (self.S.T @ self.S).toarray()  # co-targeting counts
-
-    def joint(self) -> CrossMoments:
-        k, p = self.k, self.p
-        mean_in = self.counts / k
-        m2_in = self.counts - self.counts * mean_in
-        comoment = np.ascontiguousarray(self.P1.T)  # sum_k (s - mean)(y - mean) = S'Y_c since sum Y_c = 0
-        if k < 2:
-            return CrossMoments.from_parts(k, mean_in, self.centre, np.zeros(p), np.zeros(self.n),
-                                           np.zeros_like(comoment))
-        return CrossMoments.from_parts(k, mean_in, self.centre, m2_in, self.T2, comoment)
-
-    def design(self) -> CrossMoments:
-        k, p = self.k, self.p
-        mean_in = self.counts / k
-        m2_in = self.counts - self.counts * mean_in
-        if k < 2:
-            return CrossMoments.from_parts(k, mean_in, mean_in, np.zeros(p), np.zeros(p), np.zeros((p, p)))
-        comoment = self.G - np.outer(mean_in, self.counts)
-        comoment = (comoment + comoment.T) / 2
-        return CrossMoments.from_parts(k, mean_in, mean_in, m2_in, m2_in, comoment)
-
-    def groups(self, same_neurons) -> dict:
-        """The batch's difference-in-means groups, ``[responder, source]``."""
-        k, centre = self.k, self.centre[:, None]
-        counts = self.counts[None, :]
-        if not same_neurons:
-            return {
-                "targeted": _Groups.from_sums(np.broadcast_to(counts, (self.n, self.p)).copy(), self.P1.T,
-                                              self.P2.T, centre),
-                "neither": _Groups.from_sums(np.broadcast_to(k - counts, (self.n, self.p)).copy(),
-                                             self.T1[:, None] - self.P1.T, self.T2[:, None] - self.P2.T, centre),
-            }
-        rows = np.repeat(np.arange(k), np.diff(self.S.indptr))
-        own = self.S.copy()  # entry (trial, source j) holds responder j's own value
-        own.data = self.centred[rows, self.S.indices]
-        Q1 = (self.S.T @ own).toarray()  # [i, j]: sum over trials targeting both i and j of y_c of j
-        own.data = own.data * own.data
-        Q2 = (self.S.T @ own).toarray()
-        D1, D2 = np.diag(self.P1).copy(), np.diag(self.P2).copy()  # sums over the trials targeting j itself
-        G, P1, P2 = self.G.T, self.P1.T, self.P2.T  # now [j, i]
-        Q1, Q2 = Q1.T, Q2.T
-        own_count = self.counts[:, None]
-        return {
-            "targeted": _Groups.from_sums(counts - G, P1 - Q1, P2 - Q2, centre),
-            "neither": _Groups.from_sums(k - counts - own_count + G, self.T1[:, None] - P1 - D1[:, None] + Q1,
-                                         self.T2[:, None] - P2 - D2[:, None] + Q2, centre),
-            "self_targeted": _Groups.from_sums(self.counts.copy(), D1, D2, self.centre),
-            "self_not": _Groups.from_sums(k - self.counts, self.T1 - D1, self.T2 - D2, self.centre),
-        }
+    return sparse
 
 
 class TrialMoments:
@@ -143,7 +41,7 @@ class TrialMoments:
     Parameters
     ----------
     n_sources : int
-        Number of sources (columns of the target indicators).
+        Number of sources (what the trials target).
     n_responders : int
         Number of responding neurons (columns of the responses).
     same_neurons : bool
@@ -151,6 +49,13 @@ class TrialMoments:
         ``n_sources == n_responders``). The difference estimator then leaves out the
         trials that target the responder itself, and the diagonal is each neuron's
         response to its own stimulation.
+
+    Attributes
+    ----------
+    count : int
+        Trials folded in.
+    counts : ndarray, shape (n_sources,)
+        Trials that targeted each source.
 
     Examples
     --------
@@ -173,20 +78,21 @@ class TrialMoments:
         if self.same_neurons and self.n_sources != self.n_responders:
             raise ValueError(f"same_neurons needs n_sources == n_responders, got {n_sources} and {n_responders}")
         p, n = self.n_sources, self.n_responders
-        self.joint = CrossMoments(p, n)  # (S, Y)
-        self.design = CrossMoments(p, p)  # (S, S)
-        self.targeted_count = np.zeros(p, dtype=np.int64)
-        self.groups = {
-            "targeted": _Groups((n, p)),
-            "neither": _Groups((n, p)),
-            "self_targeted": _Groups((n,)),
-            "self_not": _Groups((n,)),
-        }
+        self.count = 0
+        self.shift = np.zeros(n)  # responses are summed as y - shift
+        self.counts = np.zeros(p)  # trials targeting source i
+        self.total = np.zeros(n)  # sum over trials of y - shift
+        self.total_squares = np.zeros(n)
+        self.sums = np.zeros((p, n))  # [i, j]: sum over trials targeting i of y_j - shift_j
+        self.sums_squares = np.zeros((p, n))
+        sparse = _sparse()
+        self.cotargeted = sparse.csr_matrix((p, p))  # [i, j]: trials targeting both i and j
+        self.own_sums = sparse.csr_matrix((p, p))  # [i, j]: over trials targeting i and j, sum of y_j - shift_j
+        self.own_squares = sparse.csr_matrix((p, p))
 
     @property
-    def count(self) -> int:
-        """Trials folded in."""
-        return self.joint.count
+    def targeted_count(self) -> np.ndarray:
+        return self.counts.astype(np.int64)
 
     # ------------------------------------------------------------------ accumulation
 
@@ -204,27 +110,58 @@ class TrialMoments:
     def update_targets(self, indptr, indices, responses) -> TrialMoments:
         """Fold in a batch given as targets: trial ``k`` targeted ``indices[indptr[k]:indptr[k + 1]]``.
 
-        The work is proportional to the targets times the responders (a few sources per
-        trial), never to ``n_sources x n_responders`` per trial.
+        The work is proportional to the batch's targets times the responders, never to
+        ``n_sources x n_responders`` per trial.
         """
         Y = check_float_array(responses, "responses", None, 2)
         indptr = np.asarray(indptr, dtype=np.int64)
         indices = np.asarray(indices, dtype=np.int64)
         k = Y.shape[0]
-        if Y.shape[1] != self.n_responders or indptr.shape != (k + 1,):
-            raise ValueError(f"responses must be (k, {self.n_responders}) with indptr of length k + 1, "
-                             f"got {Y.shape} and {indptr.shape}")
+        if Y.shape[1] != self.n_responders or indptr.shape != (k + 1,) or indptr[-1] != indices.size:
+            raise ValueError(f"responses must be (k, {self.n_responders}) with indptr of length k + 1 ending at "
+                             f"len(indices), got {Y.shape}, {indptr.shape} and {indices.size}")
         if indices.size and (indices.min() < 0 or indices.max() >= self.n_sources):
             raise ValueError(f"indices must be in [0, {self.n_sources}), got {indices.min()}..{indices.max()}")
         if k == 0:
             return self
-        batch = _BatchSums(indptr, indices, Y, self.n_sources)
-        self.joint += batch.joint()
-        self.design += batch.design()
-        self.targeted_count += batch.counts.astype(np.int64)
-        for name, groups in batch.groups(self.same_neurons).items():
-            self.groups[name] = self.groups[name].merge(groups)
+        if self.count == 0:
+            self.shift = Y.mean(axis=0)
+        shifted = Y - self.shift
+        squares = shifted * shifted
+        self.count += k
+        self.total += shifted.sum(axis=0)
+        self.total_squares += squares.sum(axis=0)
+        if indices.size:
+            sparse = _sparse()
+            S = sparse.csr_matrix((np.ones(indices.size), indices, indptr), shape=(k, self.n_sources))
+            targeted = S.T.tocsr()  # (p, k): the trials of each source
+            self.counts += np.diff(targeted.indptr)
+            self.sums += targeted @ shifted
+            self.sums_squares += targeted @ squares
+            self.cotargeted = self.cotargeted + (S.T @ S).tocsr()
+            if self.same_neurons:
+                rows = np.repeat(np.arange(k), np.diff(indptr))
+                own = S.copy()  # entry (trial, j) holds responder j's own shifted response
+                own.data = shifted[rows, indices]
+                self.own_sums = self.own_sums + (S.T @ own).tocsr()
+                own.data = own.data * own.data
+                self.own_squares = self.own_squares + (S.T @ own).tocsr()
         return self
+
+    def _reshifted(self, shift) -> dict:
+        """This accumulator's sums with responses shifted by ``shift`` instead."""
+        d = self.shift - shift  # y - shift = (y - self.shift) + d
+        sums = self.sums + self.counts[:, None] * d[None, :]
+        out = {
+            "total": self.total + self.count * d,
+            "total_squares": self.total_squares + 2 * d * self.total + self.count * d * d,
+            "sums": sums,
+            "sums_squares": self.sums_squares + 2 * d[None, :] * self.sums + self.counts[:, None] * (d * d)[None, :],
+            "own_sums": (self.own_sums + self.cotargeted.multiply(d[None, :])).tocsr(),
+            "own_squares": (self.own_squares + self.own_sums.multiply(2 * d[None, :])
+                            + self.cotargeted.multiply((d * d)[None, :])).tocsr(),
+        }
+        return out
 
     def merge(self, other: TrialMoments) -> TrialMoments:
         """A new accumulator holding the trials of both."""
@@ -233,55 +170,64 @@ class TrialMoments:
         ):
             raise ValueError(f"other must be a TrialMoments of the same shape, got {describe(other)}")
         merged = TrialMoments(self.n_sources, self.n_responders, same_neurons=self.same_neurons)
-        merged.joint = self.joint.merge(other.joint)
-        merged.design = self.design.merge(other.design)
-        merged.targeted_count = self.targeted_count + other.targeted_count
-        merged.groups = {name: self.groups[name].merge(other.groups[name]) for name in _GROUPS}
+        if self.count == 0 or other.count == 0:
+            source = other if self.count == 0 else self
+            merged.__dict__.update({k: (v.copy() if hasattr(v, "copy") else v) for k, v in source.__dict__.items()})
+            return merged
+        theirs = other._reshifted(self.shift)
+        merged.count = self.count + other.count
+        merged.shift = self.shift.copy()
+        merged.counts = self.counts + other.counts
+        merged.cotargeted = (self.cotargeted + other.cotargeted).tocsr()
+        for name in ("total", "total_squares", "sums", "sums_squares", "own_sums", "own_squares"):
+            setattr(merged, name, getattr(self, name) + theirs[name])
+        merged.own_sums, merged.own_squares = merged.own_sums.tocsr(), merged.own_squares.tocsr()
         return merged
 
     def __add__(self, other):
         return self.merge(other)
 
     def __iadd__(self, other):
-        merged = self.merge(other)
-        self.__dict__.update(merged.__dict__)
+        self.__dict__.update(self.merge(other).__dict__)
         return self
 
     def to_arrays(self) -> dict:
-        """Plain arrays of the whole state (for checkpoints)."""
-        arrays = {f"joint/{k}": v for k, v in self.joint.to_arrays().items()}
-        arrays.update({f"design/{k}": v for k, v in self.design.to_arrays().items()})
-        arrays["targeted_count"] = self.targeted_count.copy()
-        for name in _GROUPS:
-            for part in ("count", "mean", "m2"):
-                arrays[f"{name}/{part}"] = getattr(self.groups[name], part).copy()
+        """Plain arrays of the whole state (the sparse sums as dense ``(p, p)``), for checkpoints."""
+        arrays = {"count": np.array(self.count, dtype=np.int64)}
+        arrays.update({name: getattr(self, name).copy() for name in _DENSE})
+        arrays.update({name: getattr(self, name).toarray() for name in _SPARSE})
         return arrays
 
     @classmethod
     def from_arrays(cls, arrays, *, same_neurons) -> TrialMoments:
         """Inverse of :meth:`to_arrays`."""
-        joint = CrossMoments.from_arrays({k.split("/", 1)[1]: v for k, v in arrays.items() if k.startswith("joint/")})
-        self = cls(joint.n_inputs, joint.n_outputs, same_neurons=same_neurons)
-        self.joint = joint
-        self.design = CrossMoments.from_arrays(
-            {k.split("/", 1)[1]: v for k, v in arrays.items() if k.startswith("design/")}
-        )
-        self.targeted_count = np.asarray(arrays["targeted_count"], dtype=np.int64).copy()
-        for name in _GROUPS:
-            group = _Groups.__new__(_Groups)
-            for part in ("count", "mean", "m2"):
-                setattr(group, part, np.asarray(arrays[f"{name}/{part}"], dtype=np.float64).copy())
-            self.groups[name] = group
+        sums = np.asarray(arrays["sums"], dtype=np.float64)
+        self = cls(sums.shape[0], sums.shape[1], same_neurons=same_neurons)
+        self.count = int(np.asarray(arrays["count"]).reshape(()))
+        for name in _DENSE:
+            setattr(self, name, np.array(arrays[name], dtype=np.float64))
+        sparse = _sparse()
+        for name in _SPARSE:
+            setattr(self, name, sparse.csr_matrix(np.asarray(arrays[name], dtype=np.float64)))
         return self
 
-    # ------------------------------------------------------------------ estimators
+    # ------------------------------------------------------------------ centred statistics
 
-    def _design_basis(self):
+    def _centred(self):
+        """Centred design cross-product ``C = S_c'S_c`` (p, p), ``Y_c'S_c`` (n, p) and ``Y_c'Y_c`` diagonal (n,)."""
+        K, c = float(self.count), self.counts
+        design = self.cotargeted.toarray() - np.outer(c, c) / K
+        design = (design + design.T) / 2
+        cross = (self.sums - np.outer(c, self.total) / K).T
+        m2_out = np.maximum(self.total_squares - self.total * self.total / K, 0.0)
+        return design, cross, m2_out
+
+    def _design_basis(self, design):
         """Varying sources, and the eigenbasis of their centred cross-product split into range and null space."""
-        varying = np.flatnonzero((self.design.m2_in > 0) & (self.count >= 2))
+        varying = np.flatnonzero((self.counts > 0) & (self.counts < self.count))
         if varying.size == 0:
             return varying, None, None, None
-        values, vectors = np.linalg.eigh(self.design.comoment[np.ix_(varying, varying)])
+        values, vectors = np.linalg.eigh(design[np.ix_(varying, varying)])
         in_range = values > 1e-10 * max(values.max(), 1.0)
         return varying, values[in_range], vectors[:, in_range], vectors[:, ~in_range]
 
@@ -294,10 +240,14 @@ class TrialMoments:
         the others still are).
         """
         keep = np.zeros(self.n_sources, dtype=bool)
-        varying, _, _, null = self._design_basis()
+        if self.count < 2:
+            return keep
+        varying, _, _, null = self._design_basis(self._centred()[0])
         if varying.size:
             keep[varying] = np.einsum("ij,ij->i", null, null) < 1e-8 if null.size else True
         return keep
+
+    # ------------------------------------------------------------------ estimators
 
     def regression(self):
         """``(effect, stderr)`` of the joint least squares, ``[responder, source]``, NaN where undefined.
@@ -311,18 +261,21 @@ class TrialMoments:
         n, p = self.n_responders, self.n_sources
         effect = np.full((n, p), np.nan)
         stderr = np.full((n, p), np.nan)
-        varying, values, basis, _ = self._design_basis()
+        if self.count < 2:
+            return effect, stderr
+        design, cross_all, m2_out = self._centred()
+        varying, values, basis, null = self._design_basis(design)
         if varying.size == 0 or values.size == 0:
             return effect, stderr
         inverse = (basis / values) @ basis.T  # C^+
-        cross = self.joint.comoment[:, varying]  # (n, varying) = Y_c' S_c
+        cross = cross_all[:, varying]
         beta = cross @ inverse
-        identifiable = self.identifiable_sources()[varying]
+        identifiable = np.einsum("ij,ij->i", null, null) < 1e-8 if null.size else np.ones(varying.size, bool)
         columns = varying[identifiable]
         effect[:, columns] = beta[:, identifiable]
         dof = self.count - values.size - 1
         if dof > 0:
-            rss = np.maximum(self.joint.m2_out - np.einsum("ji,ji->j", beta, cross), 0.0)
+            rss = np.maximum(m2_out - np.einsum("ji,ji->j", beta, cross), 0.0)
             stderr[:, columns] = np.sqrt(rss[:, None] / dof * np.diag(inverse)[identifiable][None, :])
         return effect, stderr
 
@@ -334,22 +287,40 @@ class TrialMoments:
         target neither. On the diagonal: targeting ``j`` vs not. NaN where a group has
         fewer than two trials.
         """
-        a, b = self.groups["targeted"], self.groups["neither"]
-        effect, stderr = self._welch(a, b)
-        if self.same_neurons:
-            diag_effect, diag_stderr = self._welch(self.groups["self_targeted"], self.groups["self_not"])
-            np.fill_diagonal(effect, diag_effect)
-            np.fill_diagonal(stderr, diag_stderr)
-        return effect, stderr
-
-    @staticmethod
-    def _welch(a, b):
-        defined = (a.count >= 2) & (b.count >= 2)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            effect = np.where(defined, a.mean - b.mean, np.nan)
-            stderr = np.where(defined, np.sqrt(a.variance() / a.count + b.variance() / b.count), np.nan)
+        K = float(self.count)
+        counts = self.counts[None, :]  # [j, i] orientation from here on
+        sums, squares = self.sums.T, self.sums_squares.T
+        total, total_squares = self.total[:, None], self.total_squares[:, None]
+        if not self.same_neurons:
+            targeted = (np.broadcast_to(counts, sums.shape), sums, squares)
+            neither = (K - targeted[0], total - sums, total_squares - squares)
+            return _welch(targeted, neither)
+        both = self.cotargeted.toarray().T  # [j, i]: trials targeting i and j
+        own, own_squares = self.own_sums.toarray().T, self.own_squares.toarray().T
+        self_sums, self_squares = np.diag(self.sums)[:, None], np.diag(self.sums_squares)[:, None]
+        self_counts = self.counts[:, None]
+        targeted = (counts - both, sums - own, squares - own_squares)
+        neither = (K - counts - self_counts + both, total - sums - self_sums + own,
+                   total_squares - squares - self_squares + own_squares)
+        effect, stderr = _welch(targeted, neither)
+        diag_effect, diag_stderr = _welch((self_counts, self_sums, self_squares),
+                                          (K - self_counts, total - self_sums, total_squares - self_squares))
+        np.fill_diagonal(effect, diag_effect[:, 0])
+        np.fill_diagonal(stderr, diag_stderr[:, 0])
         return effect, stderr
 
     def __repr__(self) -> str:
         return (f"TrialMoments(n_sources={self.n_sources}, n_responders={self.n_responders}, "
                 f"same_neurons={self.same_neurons}, count={self.count})")
+
+
+def _welch(a, b):
+    """Difference of group means and Welch's standard error from (count, sum, sum of squares) of shifted responses."""
+    (na, sa, qa), (nb, sb, qb) = a, b
+    defined = (na >= 2) & (nb >= 2)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        var_a = np.maximum(qa - sa * sa / na, 0.0) / (na - 1)
+        var_b = np.maximum(qb - sb * sb / nb, 0.0) / (nb - 1)
+        effect = np.where(defined, sa / na - sb / nb, np.nan)
+        stderr = np.where(defined, np.sqrt(var_a / na + var_b / nb), np.nan)
+    return effect, stderr
