@@ -14,8 +14,8 @@ from .api import Seeds, Store, run
 from .designs import Observation, Perturbation
 from .engine import Trajectory, simulate
 from .experiment import Recording, Trials
-from .io.recording import estimate, estimate_store
 from .io.nwb import read_nwb
+from .io.recording import estimate, estimate_store
 from .io.responses import TrialResult, estimate_trials
 from .io.spikes import BinnedSpikes, bin_spikes
 from .moments import CrossMoments
