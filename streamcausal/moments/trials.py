@@ -231,6 +231,29 @@ class TrialMoments:
         in_range = values > 1e-10 * max(values.max(), 1.0)
         return varying, values[in_range], vectors[:, in_range], vectors[:, ~in_range]
 
+    def _pseudo_inverse(self, design):
+        """``(varying sources, C^+ over them, rank, which of them are identifiable)``.
+
+        A full-rank design (the usual case) is inverted through its Cholesky factor; a
+        singular one through its eigenbasis (about five times slower at large n).
+        """
+        from scipy.linalg import lapack
+
+        varying = np.flatnonzero((self.counts > 0) & (self.counts < self.count))
+        if varying.size == 0:
+            return varying, None, 0, None
+        block = design[np.ix_(varying, varying)]
+        factor, info = lapack.dpotrf(block, lower=1)
+        pivots = np.diag(factor) ** 2 if info == 0 else None
+        if pivots is not None and pivots.min() > 1e-10 * max(pivots.max(), 1.0):
+            inverse, info = lapack.dpotri(factor, lower=1)
+            if info == 0:
+                inverse = np.tril(inverse) + np.tril(inverse, -1).T
+                return varying, inverse, varying.size, np.ones(varying.size, dtype=bool)
+        _, values, basis, null = self._design_basis(design)
+        identifiable = np.einsum("ij,ij->i", null, null) < 1e-8 if null.size else np.ones(varying.size, bool)
+        return varying, (basis / values) @ basis.T, values.size, identifiable
+
     def identifiable_sources(self) -> np.ndarray:
         """Boolean ``(n_sources,)``: sources whose regression coefficient is defined.
 
@@ -242,9 +265,8 @@ class TrialMoments:
         keep = np.zeros(self.n_sources, dtype=bool)
         if self.count < 2:
             return keep
-        varying, _, _, null = self._design_basis(self._centred()[0])
-        if varying.size:
-            keep[varying] = np.einsum("ij,ij->i", null, null) < 1e-8 if null.size else True
+        varying, _, _, identifiable = self._pseudo_inverse(self._centred()[0])
+        keep[varying] = identifiable if varying.size else False
         return keep
 
     # ------------------------------------------------------------------ estimators
@@ -264,16 +286,14 @@ class TrialMoments:
         if self.count < 2:
             return effect, stderr
         design, cross_all, m2_out = self._centred()
-        varying, values, basis, null = self._design_basis(design)
-        if varying.size == 0 or values.size == 0:
+        varying, inverse, rank, identifiable = self._pseudo_inverse(design)
+        if varying.size == 0 or rank == 0:
             return effect, stderr
-        inverse = (basis / values) @ basis.T  # C^+
         cross = cross_all[:, varying]
         beta = cross @ inverse
-        identifiable = np.einsum("ij,ij->i", null, null) < 1e-8 if null.size else np.ones(varying.size, bool)
         columns = varying[identifiable]
         effect[:, columns] = beta[:, identifiable]
-        dof = self.count - values.size - 1
+        dof = self.count - rank - 1
         if dof > 0:
             rss = np.maximum(m2_out - np.einsum("ji,ji->j", beta, cross), 0.0)
             stderr[:, columns] = np.sqrt(rss[:, None] / dof * np.diag(inverse)[identifiable][None, :])
