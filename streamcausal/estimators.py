@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["bh_qvalues", "edge_mask", "pvalues", "qvalues"]
+from ._validation import check_real
+
+__all__ = ["bh_qvalues", "edge_mask", "pvalues", "qvalues", "significant_edges"]
 
 
 def pvalues(effect, stderr) -> np.ndarray:
@@ -65,3 +67,12 @@ def qvalues(effect, stderr, same_neurons: bool) -> np.ndarray:
     """BH q-values of :func:`pvalues`, over the off-diagonal edges when sources are the responders."""
     p = pvalues(effect, stderr)
     return bh_qvalues(p, edge_mask(p.shape, same_neurons))
+
+
+def significant_edges(qvalue, alpha) -> np.ndarray:
+    """Boolean: ``qvalue <= alpha`` (false-discovery rate ``alpha`` in (0, 1)); False where q is NaN."""
+    alpha = check_real(alpha, "alpha")
+    if not 0 < alpha < 1:
+        raise ValueError(f"alpha must be in (0, 1), got {alpha}")
+    with np.errstate(invalid="ignore"):
+        return np.asarray(qvalue) <= alpha

@@ -11,7 +11,7 @@ from functools import cached_property
 
 import numpy as np
 
-from ._validation import check_connectivity, check_real
+from ._validation import check_connectivity
 from .moments import CrossMoments
 
 __all__ = ["Result", "convergence_point", "score"]
@@ -141,11 +141,9 @@ class Result:
 
     def significant(self, alpha=0.05) -> np.ndarray:
         """Boolean ``[target, source]``: ``qvalue <= alpha`` (false-discovery rate ``alpha``)."""
-        alpha = check_real(alpha, "alpha")
-        if not 0 < alpha < 1:
-            raise ValueError(f"alpha must be in (0, 1), got {alpha}")
-        with np.errstate(invalid="ignore"):
-            return self.qvalue <= alpha
+        from .estimators import significant_edges
+
+        return significant_edges(self.qvalue, alpha)
 
     def score(self, A, estimate: str = "correlation") -> float:
         """Pearson correlation of ``estimate`` ("correlation" or "effect") with the true ``A``."""

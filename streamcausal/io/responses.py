@@ -18,7 +18,7 @@ from functools import cached_property
 import numpy as np
 
 from .._validation import check_callable, check_int, check_real, describe
-from ..estimators import bh_qvalues, edge_mask, pvalues
+from ..estimators import bh_qvalues, edge_mask, pvalues, significant_edges
 from ..experiment import Recording, Trials
 from ..moments.trials import TrialMoments
 from ..progress import Progress
@@ -105,11 +105,7 @@ class TrialResult:
 
     def significant(self, alpha=0.05) -> np.ndarray:
         """Boolean ``[responder, source]``: ``qvalue <= alpha`` (never on the diagonal)."""
-        alpha = check_real(alpha, "alpha")
-        if not 0 < alpha < 1:
-            raise ValueError(f"alpha must be in (0, 1), got {alpha}")
-        with np.errstate(invalid="ignore"):
-            return self.qvalue <= alpha
+        return significant_edges(self.qvalue, alpha)
 
     @property
     def undefined_edges(self) -> np.ndarray:
