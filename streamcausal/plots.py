@@ -31,6 +31,10 @@ __all__ = [
     "plot_convergence",
     "plot_edge_distributions",
     "plot_estimated_graph",
+    "plot_influence_matrix",
+    "plot_volcano",
+    "plot_peristimulus",
+    "plot_self_response",
 ]
 
 POSITIVE_COLOUR = "#b40426"  # the red end of "coolwarm"
@@ -731,4 +735,433 @@ def plot_estimated_graph(estimate, stderr=None, A=None, n_se=3.0, title=None):
     plot_connectivity_graph(shown, ax=axs[-1], title=subtitle)
     if title is not None:
         fig.suptitle(title, fontsize=14)
+    return fig
+
+
+# ----------------------------------------------------------------------------- trial reports
+
+SIGNIFICANT_MARK = "k"  # outline of significant cells, and the BH threshold
+_DIAGONAL_COLOUR = "0.55"  # hatching of the diagonal: a target's own response, not an edge
+_WINDOW_COLOUR = "#f4a259"  # response window shading (orange)
+_BASELINE_COLOUR = "0.6"  # baseline shading (grey)
+_TARGETED_COLOUR = "#1f5fa8"
+_CONTROL_COLOUR = "0.45"
+_MAX_LABELLED = 40  # more targets than this: no id per tick
+_MAX_OUTLINED = 40  # larger matrices: significant cells are not outlined (only the others faded)
+_FADE = 0.3  # share of its colour a cell that is not significant keeps
+
+
+def _check_ids(ids, size: int, name: str):
+    if ids is None:
+        return None
+    if isinstance(ids, (str, bytes)) or not hasattr(ids, "__len__"):
+        raise TypeError(f"{name} must be a sequence of {size} ids or None, got {describe(ids)}")
+    ids = np.asarray(ids)
+    if ids.ndim != 1 or ids.shape[0] != size:
+        raise ValueError(f"{name} must have one id per entry ({size}), got shape {ids.shape}")
+    return ids
+
+
+def _check_mask(value, name: str, shape) -> np.ndarray | None:
+    if value is None:
+        return None
+    array = np.asarray(value)
+    if array.dtype != bool:
+        raise TypeError(f"{name} must be a boolean array, got dtype {array.dtype}")
+    if array.shape != shape:
+        raise ValueError(f"{name} must have shape {shape}, got {array.shape}")
+    return array
+
+
+def _check_interval(value, name: str):
+    if value is None:
+        return None
+    if isinstance(value, (str, bytes)) or not hasattr(value, "__len__") or len(value) != 2:
+        raise ValueError(f"{name} must be a pair (start, stop) of seconds or None, got {describe(value)}")
+    start, stop = (check_real(v, name) for v in value)
+    if not start < stop:
+        raise ValueError(f"{name} must have start < stop, got {describe(value)}")
+    return start, stop
+
+
+def _id_ticks(axis, ids, count: int) -> None:
+    """Ticks at the cells, labelled with their ids (every cell up to 20, else an integer locator)."""
+    from matplotlib.ticker import FuncFormatter
+
+    _integer_ticks(axis, count)
+    if ids is not None:
+        labels = [str(v) for v in ids]
+        axis.set_major_formatter(FuncFormatter(
+            lambda value, _pos: labels[int(round(value))] if 0 <= round(value) < count else ""))
+
+
+def plot_influence_matrix(effect, significant=None, *, source_ids=None, responder_ids=None, exclude_diagonal=True,
+                          ax=None, title=None, label="Effect", significant_label="significant"):
+    """Heatmap of trial estimates ``effect[j, i]`` (source ``i`` onto responder ``j``), significant edges outlined.
+
+    Parameters
+    ----------
+    effect : array_like, shape (n_responders, n_sources)
+        ``[responder, source]`` estimates; NaN (undefined) cells are drawn dark grey.
+    significant : bool array_like of effect's shape, optional
+        The significant edges (e.g. ``result.significant(alpha)``): the other cells are
+        faded toward white, and up to 40 x 40 cells the significant ones are outlined.
+    source_ids, responder_ids : sequence, optional
+        Tick labels (ROI or unit ids) for the columns and rows.
+    exclude_diagonal : bool
+        For a square ``effect`` whose sources are the responders: draw the diagonal (each
+        target's response to its own stimulation, not a connection) light grey and leave
+        it out of the colour scale, so that the edges are not washed out.
+    ax : matplotlib Axes, optional
+    title : str, optional
+    label : str
+        Colourbar label.
+    significant_label : str
+        Legend entry of the outlined cells.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        Colour scale ``coolwarm``, symmetric about 0 to the largest shown ``|effect|``.
+    """
+    from matplotlib.cm import ScalarMappable
+    from matplotlib.collections import PatchCollection
+    from matplotlib.colors import Normalize, to_rgba
+    from matplotlib.patches import Rectangle
+
+    effect = _check_matrix(effect, "effect")
+    significant = _check_mask(significant, "significant", effect.shape)
+    source_ids = _check_ids(source_ids, effect.shape[1], "source_ids")
+    responder_ids = _check_ids(responder_ids, effect.shape[0], "responder_ids")
+    exclude_diagonal = bool(exclude_diagonal) and effect.shape[0] == effect.shape[1]
+    _check_ax(ax)
+    _check_title(title)
+    _check_title(label, "label")
+    _check_title(significant_label, "significant_label")
+    n_rows, n_cols = effect.shape
+    own_figure = ax is None
+    fig, ax = _new_axes(ax, (6.4, 5.6) if max(effect.shape) <= 40 else (7.5, 6.8))
+    diagonal = np.zeros(effect.shape, dtype=bool)
+    if exclude_diagonal:
+        np.fill_diagonal(diagonal, True)
+    lim = _symmetric_limit(np.where(diagonal, np.nan, effect))
+    norm = Normalize(-lim, lim)
+    cmap = colormaps["coolwarm"]
+    colours = cmap(norm(np.where(np.isfinite(effect), effect, 0.0)))
+    faded = np.zeros(effect.shape, dtype=bool)
+    if significant is not None:  # the edges not significant fade toward white: the significant ones stand out
+        faded = ~significant & ~diagonal & np.isfinite(effect)
+        colours[faded, :3] = 1.0 - _FADE * (1.0 - colours[faded, :3])
+    colours[~np.isfinite(effect)] = to_rgba(NAN_COLOUR)
+    colours[diagonal] = to_rgba("white")
+    ax.imshow(colours, interpolation="nearest", aspect="equal" if max(effect.shape) <= 3 * min(effect.shape) else "auto")
+    if exclude_diagonal:  # hatched: plainly not a value on the colour scale
+        ax.add_collection(PatchCollection(
+            [Rectangle((k - 0.5, k - 0.5), 1, 1) for k in range(n_rows)], facecolor="white",
+            edgecolor=_DIAGONAL_COLOUR, hatch="////", linewidth=0, zorder=2, gid="diagonal"))
+    ax.set_xlabel("Source (stimulated)", fontsize=12)
+    ax.set_ylabel("Responder", fontsize=12)
+    _id_ticks(ax.xaxis, source_ids, n_cols)
+    _id_ticks(ax.yaxis, responder_ids, n_rows)
+    if n_cols > 12:
+        ax.tick_params(axis="x", labelrotation=90)
+    ax.tick_params(labelsize=9 if max(effect.shape) <= 20 else 8)
+    colourbar = fig.colorbar(ScalarMappable(norm, cmap), ax=ax, shrink=0.85)
+    colourbar.set_label(label or "", fontsize=11)
+    handles = []
+    if significant is not None:
+        marked = np.argwhere(significant & ~diagonal)
+        swatch = dict(facecolor=cmap(0.85), edgecolor="none")
+        if max(effect.shape) <= _MAX_OUTLINED:  # cells big enough to outline as well
+            size = 0.86
+            boxes = [Rectangle((i - size / 2, j - size / 2), size, size) for j, i in marked]
+            ax.add_collection(PatchCollection(boxes, facecolor="none", edgecolor=SIGNIFICANT_MARK,
+                                              linewidth=1.4 if max(effect.shape) <= 25 else 0.9, zorder=3,
+                                              gid="significant"))
+            swatch = dict(facecolor=cmap(0.85), edgecolor=SIGNIFICANT_MARK, linewidth=1.2)
+        handles.append(Rectangle((0, 0), 1, 1, **swatch, label=f"{significant_label} ({len(marked)})"))
+        faded_colour = 1.0 - _FADE * (1.0 - np.asarray(cmap(0.85)[:3]))
+        handles.append(Rectangle((0, 0), 1, 1, facecolor=faded_colour, edgecolor="none",
+                                 label=f"not significant, faded ({int(faded.sum())})"))
+    if exclude_diagonal:
+        handles.append(Rectangle((0, 0), 1, 1, facecolor="white", edgecolor=_DIAGONAL_COLOUR, hatch="////",
+                                 linewidth=0, label="own stimulation (not an edge)"))
+    if np.isnan(effect[~diagonal]).any():
+        handles.append(Line2D([], [], marker="s", ls="", color=NAN_COLOUR, ms=9, label="undefined"))
+    if handles:
+        style = dict(handles=handles, ncols=2, fontsize=9, frameon=False, handletextpad=0.4, columnspacing=1.5)
+        if own_figure:  # below the axes, outside (constrained layout makes room)
+            fig.legend(loc="outside lower center", **style)
+        else:
+            ax.legend(loc="best", **style)
+    if title is not None:
+        ax.set_title(title)
+    return fig
+
+
+def plot_volcano(effect, pvalue, significant=None, *, exclude_diagonal=True, ax=None, title=None,
+                 significant_label="significant"):
+    """Volcano plot: each edge's effect against ``-log10`` of its p-value, significant edges coloured.
+
+    Parameters
+    ----------
+    effect, pvalue : array_like of one shape
+        Estimates and their p-values (e.g. ``result.effect``, ``result.pvalue``);
+        entries with a NaN in either are left out (and counted in the x label).
+    significant : bool array_like of effect's shape, optional
+        Edges drawn in colour (red positive, blue negative); the others grey. The
+        dashed line is the largest p-value among them (the Benjamini–Hochberg cut).
+    exclude_diagonal : bool
+        For square matrices: leave out the diagonal (each target's own response).
+    ax : matplotlib Axes, optional
+    title : str, optional
+    significant_label : str
+        Legend text of the coloured edges.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        p-values that underflow to 0 are drawn as triangles at the top of the axis.
+    """
+    effect = _check_matrix(effect, "effect") if np.ndim(effect) == 2 else _check_no_inf(
+        _as_real_array(effect, "effect", "numeric array"), "effect")
+    pvalue = _as_real_array(pvalue, "pvalue", "numeric array")
+    if pvalue.shape != effect.shape:
+        raise ValueError(f"pvalue must have effect's shape {effect.shape}, got {pvalue.shape}")
+    finite_p = pvalue[np.isfinite(pvalue)]
+    if np.isinf(pvalue).any() or (finite_p.size and (finite_p.min() < 0 or finite_p.max() > 1)):
+        raise ValueError("pvalue must hold p-values in [0, 1] (or NaN)")
+    significant = _check_mask(significant, "significant", effect.shape)
+    if effect.size == 0:
+        raise ValueError(f"effect must not be empty, got shape {effect.shape}")
+    _check_ax(ax)
+    _check_title(title)
+    _check_title(significant_label, "significant_label")
+    shown = np.ones(effect.shape, dtype=bool)
+    if exclude_diagonal and effect.ndim == 2 and effect.shape[0] == effect.shape[1]:
+        np.fill_diagonal(shown, False)
+    defined = shown & np.isfinite(effect) & np.isfinite(pvalue)
+    hit = defined & (significant if significant is not None else False)
+    fig, ax = _new_axes(ax, (6.4, 5.0))
+    with np.errstate(divide="ignore"):
+        height = -np.log10(pvalue)
+    finite_height = height[defined & np.isfinite(height)]
+    top = max(float(finite_height.max()) if finite_height.size else 1.0, 1.0) * 1.08
+    floor = defined & ~np.isfinite(height)  # p underflowed to 0
+    height = np.where(floor, top, height)
+    rest = defined & ~hit
+    ax.scatter(effect[rest & ~floor], height[rest & ~floor], s=10, color="0.6", alpha=0.6, linewidths=0,
+               label=f"not significant ({int(rest.sum())})", zorder=2, rasterized=rest.sum() > 2000)
+    for sign, colour, word in ((1, POSITIVE_COLOUR, "positive"), (-1, NEGATIVE_COLOUR, "negative")):
+        group = hit & (np.sign(effect) == sign)
+        if group.any():
+            ax.scatter(effect[group & ~floor], height[group & ~floor], s=22, color=colour, alpha=0.9,
+                       edgecolors="white", linewidths=0.4, zorder=3,
+                       label=f"{significant_label}, {word} ({int(group.sum())})")
+    if floor.any():
+        ax.scatter(effect[floor], height[floor], marker="^", s=30,
+                   color=np.where(hit[floor][:, None], "k", "0.6").ravel().tolist(), zorder=4,
+                   label=f"p below float precision ({int(floor.sum())})")
+    if hit.any():
+        cut = -np.log10(max(float(pvalue[hit].max()), np.finfo(float).tiny))
+        ax.axhline(cut, color=SIGNIFICANT_MARK, ls="--", lw=0.9, zorder=1,
+                   label=f"Benjamini–Hochberg cut (p ≤ {float(pvalue[hit].max()):.2g})")
+    ax.axvline(0.0, color="0.75", lw=0.8, zorder=1)
+    undefined = int((shown & ~defined).sum())
+    ax.set_xlabel("Effect" + (f"   ({undefined} undefined edges not shown)" if undefined else ""), fontsize=11)
+    ax.set_ylabel(r"$-\log_{10}$ p-value", fontsize=11)
+    ax.set_ylim(0, top * 1.04)
+    ax.grid(True, alpha=0.25)
+    ax.legend(fontsize=8, loc="upper center", frameon=True, framealpha=0.85)  # a volcano is empty there
+    if title is not None:
+        ax.set_title(title)
+    return fig
+
+
+def plot_peristimulus(offsets, mean, *, stderr=None, control_mean=None, control_stderr=None, labels=None,
+                      window=None, baseline=None, ncols=4, title=None, ylabel="Activity"):
+    """Mean traces around stimulation onsets, one panel per edge, the response window and baseline shaded.
+
+    Parameters
+    ----------
+    offsets : array_like, shape (n_offsets,)
+        Seconds from the onset, increasing.
+    mean : array_like, shape (n_panels, n_offsets)
+        Mean trace per panel (e.g. responder ``j`` on the trials that target source
+        ``i``: :func:`streamcausal.io.peristimulus.peristimulus`). NaN offsets are gaps.
+    stderr : array_like of mean's shape, optional
+        Standard errors, drawn as a band of ±1 SE.
+    control_mean, control_stderr : array_like of mean's shape, optional
+        The control trace (trials that target neither), drawn grey and dashed.
+    labels : sequence of str, optional
+        Panel titles.
+    window, baseline : (float, float), optional
+        Shaded intervals (seconds from the onset): response window orange, baseline grey.
+    ncols : int
+        Panels per row (at most).
+    title : str, optional
+    ylabel : str
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        A dotted vertical line marks the onset.
+    """
+    offsets = _check_no_inf(_as_real_array(offsets, "offsets", "1-D numeric array"), "offsets")
+    if offsets.ndim != 1 or offsets.size < 2 or np.isnan(offsets).any() or np.any(np.diff(offsets) <= 0):
+        raise ValueError(f"offsets must be a 1-D increasing array of at least 2 seconds, got {describe(offsets)}")
+    mean = _check_matrix(mean, "mean")
+    if mean.shape[1] != offsets.size:
+        raise ValueError(f"mean must have one column per offset ({offsets.size}), got shape {mean.shape}")
+    optional = {}
+    for name, value in (("stderr", stderr), ("control_mean", control_mean), ("control_stderr", control_stderr)):
+        if value is not None:
+            value = _check_matrix(value, name)
+            if value.shape != mean.shape:
+                raise ValueError(f"{name} must have mean's shape {mean.shape}, got {value.shape}")
+        optional[name] = value
+    n_panels = mean.shape[0]
+    if labels is not None:
+        if isinstance(labels, str) or not hasattr(labels, "__len__") or len(labels) != n_panels:
+            raise ValueError(f"labels must be a sequence of {n_panels} strings (one per panel), got {describe(labels)}")
+        labels = [str(label) for label in labels]
+    window = _check_interval(window, "window")
+    baseline = _check_interval(baseline, "baseline")
+    ncols = check_int(ncols, "ncols", minimum=1)
+    _check_title(title)
+    _check_title(ylabel, "ylabel")
+    ncols = min(ncols, n_panels)
+    nrows = -(-n_panels // ncols)
+    fig = Figure(figsize=(3.3 * ncols + 0.6, 2.6 * nrows + 0.9), layout="constrained")
+    axs = fig.subplots(nrows, ncols, squeeze=False, sharex=True)
+    handles = {}
+    for k, ax in enumerate(axs.ravel()):
+        if k >= n_panels:
+            ax.axis("off")
+            continue
+        if baseline is not None:
+            handles["baseline"] = ax.axvspan(*baseline, color=_BASELINE_COLOUR, alpha=0.18, lw=0, label="baseline")
+        if window is not None:
+            handles["window"] = ax.axvspan(*window, color=_WINDOW_COLOUR, alpha=0.25, lw=0, label="response window")
+        ax.axvline(0.0, color="k", ls=":", lw=0.9)
+        for prefix, colour, style, name in (("control_", _CONTROL_COLOUR, "--", "control: neither targeted"),
+                                            ("", _TARGETED_COLOUR, "-", "source targeted")):
+            trace = mean if prefix == "" else optional["control_mean"]
+            if trace is None:
+                continue
+            (line,) = ax.plot(offsets, trace[k], color=colour, ls=style, lw=1.6 if prefix == "" else 1.2,
+                              label=name, zorder=3)
+            handles[name] = line
+            band = optional[prefix + "stderr"]
+            if band is not None:
+                ax.fill_between(offsets, trace[k] - band[k], trace[k] + band[k], color=colour, alpha=0.2, lw=0,
+                                zorder=2)
+        if labels is not None:
+            ax.set_title(labels[k], fontsize=9.5)
+        ax.grid(True, alpha=0.25)
+        ax.tick_params(labelsize=8)
+        if k % ncols == 0:
+            ax.set_ylabel(ylabel, fontsize=10)
+        if k >= n_panels - ncols:
+            ax.set_xlabel("Time from onset (s)", fontsize=10)
+            ax.tick_params(labelbottom=True)
+    order = [name for name in ("source targeted", "control: neither targeted", "window", "baseline") if name in handles]
+    fig.legend([handles[name] for name in order], [handles[name].get_label() for name in order],
+               loc="outside lower center", ncols=len(order), fontsize=9, frameon=False)
+    if title is not None:
+        fig.suptitle(title, fontsize=13)
+    return fig
+
+
+def plot_self_response(response, stderr=None, *, ids=None, order="value", ax=None, title=None, label="Self-response",
+                       z=1.96):
+    """Each target's response to its own stimulation, with a ``±z`` standard-error bar, and their median.
+
+    Parameters
+    ----------
+    response : array_like, shape (n,)
+        Per target (e.g. ``np.diag(result.effect)``); NaN entries (never targeted) are
+        left out and counted in the x label.
+    stderr : array_like, shape (n,), optional
+        Standard errors; targets whose interval excludes 0 are filled, the others hollow.
+    ids : sequence, optional
+        Target ids for the ticks (shown up to 40 targets).
+    order : {"value", "index"}
+        Targets sorted by response (largest first) or kept in their order.
+    ax : matplotlib Axes, optional
+    title : str, optional
+    label : str
+        y-axis label.
+    z : float
+        Half-width of the bars in standard errors (1.96: 95 % intervals).
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
+    response = _check_no_inf(_as_real_array(response, "response", "1-D numeric array"), "response")
+    if response.ndim != 1 or response.size == 0:
+        raise ValueError(f"response must be a non-empty 1-D array (one value per target), got shape {response.shape}")
+    if stderr is not None:
+        stderr = _check_no_inf(_as_real_array(stderr, "stderr", "1-D numeric array"), "stderr")
+        if stderr.shape != response.shape:
+            raise ValueError(f"stderr must have response's shape {response.shape}, got {stderr.shape}")
+    ids = _check_ids(ids, response.size, "ids")
+    if order not in ("value", "index"):
+        raise ValueError(f"order must be 'value' or 'index', got {describe(order)}")
+    z = check_real(z, "z")
+    if z <= 0:
+        raise ValueError(f"z must be > 0, got {z!r}")
+    _check_ax(ax)
+    _check_title(title)
+    _check_title(label, "label")
+    defined = np.flatnonzero(np.isfinite(response))
+    if order == "value":
+        defined = defined[np.argsort(-response[defined], kind="stable")]
+    count = defined.size
+    own_figure = ax is None
+    fig, ax = _new_axes(ax, (max(6.4, min(12.0, 2.5 + 0.22 * count)), 4.8))
+    x = np.arange(count)
+    values = response[defined]
+    errors = stderr[defined] if stderr is not None else None
+    if errors is not None:
+        half = z * np.where(np.isfinite(errors), errors, 0.0)
+        clear = np.isfinite(errors) & ((values - half > 0) | (values + half < 0))
+        ax.errorbar(x, values, yerr=half, fmt="none", ecolor="0.35", elinewidth=1.0, capsize=2 if count <= 60 else 0,
+                    zorder=2)
+    else:
+        clear = np.ones(count, dtype=bool)
+    colours = np.where(values >= 0, POSITIVE_COLOUR, NEGATIVE_COLOUR)
+    size = 34 if count <= 60 else 14
+    ax.scatter(x[clear], values[clear], s=size, c=colours[clear], zorder=3,
+               label=f"interval excludes 0 ({int(clear.sum())})" if errors is not None else None)
+    if (~clear).any():
+        ax.scatter(x[~clear], values[~clear], s=size, facecolors="white", edgecolors=colours[~clear], linewidths=1.2,
+                   zorder=3, label=f"interval includes 0 ({int((~clear).sum())})")
+    ax.axhline(0.0, color="0.6", lw=0.8, zorder=1)
+    if count:
+        median = float(np.median(values))
+        ax.axhline(median, color="k", ls="--", lw=1.0, zorder=1, label=f"median {median:.3g}")
+    missing = response.size - count
+    what = "Target" + (", by self-response" if order == "value" else "")
+    if missing:
+        what += f"   ({missing} never targeted, not shown)"
+    ax.set_xlabel(what, fontsize=11)
+    ax.set_ylabel(label + (f"  (±{z:g} SE)" if errors is not None else ""), fontsize=11)
+    if count <= _MAX_LABELLED:
+        ax.set_xticks(x)
+        ax.set_xticklabels([str(ids[k]) if ids is not None else str(k) for k in defined],
+                           rotation=90 if count > 12 else 0, fontsize=8 if count > 20 else 9)
+    else:
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_xlabel(what.replace("Target", "Target rank"), fontsize=11)
+    ax.set_xlim(-0.7, max(count - 0.3, 0.7))
+    ax.grid(True, axis="y", alpha=0.25)
+    handles, _ = ax.get_legend_handles_labels()
+    if handles and own_figure:  # below the axes: the points span the whole width
+        fig.legend(handles=handles, loc="outside lower center", ncols=len(handles), fontsize=9, frameon=False)
+    elif handles:
+        ax.legend(fontsize=8.5, loc="best", framealpha=0.85)
+    if title is not None:
+        ax.set_title(title)
     return fig

@@ -4,7 +4,10 @@
 written by ``streamcausal estimate``, or a :class:`~streamcausal.result.Result` in
 memory, and returns the paths written. :func:`report_data` gathers what the figures
 show and :func:`write_report` draws it, for callers that want the two steps apart.
-matplotlib is imported only when figures are drawn. Every matrix is ``[target, source]``.
+:func:`report_trials` does the same for a :class:`~streamcausal.io.responses.TrialResult`
+(influence matrix, volcano plot, peri-stimulus traces of the strongest edges, each
+target's self-response). matplotlib is imported only when figures are drawn. Every
+matrix is ``[target, source]``.
 """
 
 from __future__ import annotations
@@ -19,7 +22,8 @@ import numpy as np
 from ._validation import check_connectivity
 from .result import Result, convergence_point
 
-__all__ = ["ReportData", "ReportNote", "report", "report_data", "write_report"]
+__all__ = ["ReportData", "ReportNote", "TRIAL_FIGURES", "report", "report_data", "report_trials", "strongest_edges",
+           "trace_span", "write_report"]
 
 MERGED_LABEL = "merged"  # plots.MERGED_LABEL, without importing matplotlib here
 
@@ -252,3 +256,148 @@ def write_report(data: ReportData, out_dir) -> list:
 def _titled(fig, title):
     fig.suptitle(title, fontsize=14)
     return fig
+
+
+# ----------------------------------------------------------------------------- trial results
+
+TRIAL_FIGURES = ("influence_matrix.png", "volcano.png", "peristimulus.png", "self_response.png")
+
+
+def strongest_edges(result, alpha=0.05, n=8) -> np.ndarray:
+    """``(k, 2)`` int array of ``(responder, source)``: the ``n`` strongest edges of a TrialResult.
+
+    The significant off-diagonal edges at false-discovery rate ``alpha``, largest
+    ``|effect|`` first; when none is significant, the ``n`` edges of smallest p-value
+    (ties by ``|effect|``). Undefined edges are never chosen.
+    """
+    from ._validation import check_int
+
+    n = check_int(n, "n", minimum=1)
+    effect, pvalue = np.asarray(result.effect), np.asarray(result.pvalue)
+    edge = np.isfinite(effect) & np.isfinite(pvalue)
+    if effect.shape[0] == effect.shape[1]:
+        np.fill_diagonal(edge, False)
+    chosen = edge & result.significant(alpha)
+    rows, columns = np.nonzero(chosen if chosen.any() else edge)
+    if chosen.any():
+        order = np.lexsort((pvalue[rows, columns], -np.abs(effect[rows, columns])))
+    else:
+        order = np.lexsort((-np.abs(effect[rows, columns]), pvalue[rows, columns]))
+    order = order[:n]
+    return np.stack([rows[order], columns[order]], axis=1).astype(np.int64)
+
+
+def trace_span(window, baseline=None) -> tuple:
+    """Seconds around the onset worth tracing: the baseline (or as long before the onset as the window) to
+    half a window past the window."""
+    start, stop = float(window[0]), float(window[1])
+    length = stop - start
+    before = min(0.0, start, float(baseline[0]) if baseline is not None else -length)
+    return (before, stop + 0.5 * length)
+
+
+def report_trials(result, out_dir, *, recording=None, peristimulus_traces=None, alpha=0.05, n_edges=8,
+                  progress=None) -> list:
+    """Write the figures of a trial estimate into ``out_dir``; return the paths written.
+
+    Parameters
+    ----------
+    result : TrialResult
+        From :func:`~streamcausal.io.responses.estimate_trials`.
+    out_dir : str or os.PathLike
+        Directory for the figures, created when missing.
+    recording : Recording, optional
+        The recording ``result`` was estimated from: the peri-stimulus traces of the
+        strongest edges are read from it (one more pass) unless ``peristimulus_traces``
+        are given.
+    peristimulus_traces : PeriStimulus, optional
+        Traces already computed (e.g. by :func:`~streamcausal.io.peristimulus.peristimulus`
+        over the pairs of :func:`strongest_edges` and the span of :func:`trace_span`).
+    alpha : float
+        False-discovery rate of the significant edges (Benjamini–Hochberg q-values).
+    n_edges : int
+        Edges traced when reading from ``recording``.
+    progress : callable, optional
+        Progress callback of that pass.
+
+    Returns
+    -------
+    list of pathlib.Path
+        ``influence_matrix.png`` (significant edges outlined), ``volcano.png`` (effect
+        against -log10 p), ``peristimulus.png`` (with a recording or traces) and
+        ``self_response.png`` (when sources are the responders).
+    """
+    from ._validation import check_open_closed
+    from .io.responses import TrialResult
+
+    if not isinstance(result, TrialResult):
+        raise TypeError(f"result must be a TrialResult, got {type(result).__name__}")
+    alpha = check_open_closed(alpha, "alpha", 0.0, 1.0, high_inclusive=False)
+    out = Path(os.fspath(out_dir))
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"out_dir must be a directory, got existing file {str(out)!r}")
+    parameters = result.parameters
+    window = tuple(parameters["window"])
+    baseline = tuple(parameters["baseline"]) if parameters.get("baseline") is not None else None
+    if peristimulus_traces is None and recording is not None:
+        from .io.peristimulus import peristimulus
+
+        pairs = strongest_edges(result, alpha, n_edges)
+        if pairs.size:
+            peristimulus_traces = peristimulus(recording, None, pairs, span=trace_span(window, baseline),
+                                               progress=progress)
+    figures = _trial_figures(result, alpha, window, baseline, peristimulus_traces)
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, make in figures.items():
+        path = out / name
+        make().savefig(path, dpi=110)
+        written.append(path)
+    return written
+
+
+def _trial_figures(result, alpha, window, baseline, traces) -> dict:
+    from . import plots
+
+    effect, stderr, pvalue = result.effect, result.stderr, result.pvalue
+    significant = result.significant(alpha)
+    source_ids, responder_ids = np.asarray(result.source_ids), np.asarray(result.responder_ids)
+    square = effect.shape[0] == effect.shape[1]
+    what = (f"{result.method}, {result.n_trials:,} trials, window {window[0]:g} to {window[1]:g} s"
+            + (f", baseline {baseline[0]:g} to {baseline[1]:g} s" if baseline is not None else ""))
+    marked = f"significant at FDR {alpha:g}"
+    figures = {
+        "influence_matrix.png": lambda: plots.plot_influence_matrix(
+            effect, significant, source_ids=source_ids, responder_ids=responder_ids,
+            title=f"Influence of each stimulated source on each responder\n{what}",
+            label=f"Effect ({result.method})", significant_label=marked),
+        "volcano.png": lambda: plots.plot_volcano(
+            effect, pvalue, significant, title=f"Edges: effect vs significance\n{what}", significant_label=marked),
+    }
+    if traces is not None:
+        chosen = significant[traces.pairs[:, 0], traces.pairs[:, 1]]
+
+        def labels():
+            for j, i in traces.pairs:
+                star = " *" if significant[j, i] and not chosen.all() else ""
+                yield (f"source {source_ids[i]} → responder {responder_ids[j]}{star}\n"
+                       f"effect {effect[j, i]:.3g} ± {stderr[j, i]:.2g}, q {result.qvalue[j, i]:.2g}")
+
+        headline = ("Strongest significant edges" if chosen.all() else
+                    "Edges of smallest p-value (* significant)" if chosen.any() else
+                    f"Edges of smallest p-value (none significant at FDR {alpha:g})")
+        figures["peristimulus.png"] = lambda: plots.plot_peristimulus(
+            traces.offsets, traces.mean, stderr=traces.stderr, control_mean=traces.control_mean,
+            control_stderr=traces.control_stderr, labels=list(labels()), window=window, baseline=baseline,
+            title=f"{headline}: mean responder activity around the source's stimulation (±1 SE)")
+    if square:
+        response = np.diag(effect).copy()
+        spread = np.diag(stderr).copy()
+        never = result.trials_per_source == 0
+        response[never], spread[never] = np.nan, np.nan
+        if np.isfinite(response).any():
+            figures["self_response.png"] = lambda: plots.plot_self_response(
+                response, spread, ids=source_ids,
+                title=f"Each target's response to its own stimulation\n{what}",
+                label=f"Self-response ({result.method})")
+    return figures

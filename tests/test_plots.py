@@ -1,5 +1,6 @@
 """Figures: they render headless, carry the right labels, scales and arrow directions."""
 
+import matplotlib.colors
 import matplotlib.image
 import matplotlib.pyplot as plt
 import numpy as np
@@ -364,5 +365,165 @@ def test_estimated_graph_hides_edges_within_n_se(tmp_path):
     ],
 )
 def test_report_figures_bad_inputs_name_the_argument(call, error, words):
+    with pytest.raises(error, match=words):
+        call()
+
+
+# ----------------------------------------------------------------------------- trial reports
+
+
+def _influence():
+    rng = np.random.default_rng(3)
+    effect = rng.normal(scale=0.05, size=(6, 6))
+    np.fill_diagonal(effect, 5.0)  # self-responses far larger than any edge
+    effect[2, 4] = np.nan
+    significant = np.zeros((6, 6), dtype=bool)
+    significant[[0, 3, 5], [1, 2, 0]] = True
+    significant[1, 1] = True  # the diagonal is never marked
+    return effect, significant
+
+
+def _collection(ax, gid):
+    (found,) = [c for c in ax.collections if c.get_gid() == gid]
+    return found
+
+
+def test_influence_matrix_marks_significant_edges_and_sets_the_diagonal_apart(tmp_path):
+    effect, significant = _influence()
+    ids = [f"roi{k}" for k in range(6)]
+    fig = plots.plot_influence_matrix(effect, significant, source_ids=ids, responder_ids=ids, title="Influence",
+                                      significant_label="q <= 0.05")
+    ax = fig.axes[0]
+    assert ax.get_title() == "Influence"
+    assert ax.get_xlabel() == "Source (stimulated)" and ax.get_ylabel() == "Responder"
+    boxes = _collection(ax, "significant").get_paths()
+    assert len(boxes) == 3
+    centres = sorted(tuple(np.round(p.vertices[:4].mean(axis=0)).astype(int)) for p in boxes)
+    assert centres == [(0, 5), (1, 0), (2, 3)]  # (x = source, y = responder)
+    assert len(_collection(ax, "diagonal").get_paths()) == 6
+    # The colour scale ignores the diagonal: its limit is the largest off-diagonal |effect|.
+    colourbar = fig.axes[1]
+    off = np.where(np.eye(6, dtype=bool), np.nan, effect)
+    assert colourbar.get_ylim()[1] == pytest.approx(np.nanmax(np.abs(off)))
+    # Cells that are not significant are faded toward white; NaN is dark grey.
+    rgba = _heatmap(ax).get_array()
+    assert rgba[0, 1, :3].min() < rgba[0, 2, :3].min()  # strong colour vs faded
+    np.testing.assert_allclose(rgba[2, 4, :3], matplotlib.colors.to_rgb(plots.NAN_COLOUR))
+    fig.canvas.draw()
+    assert [t.get_text() for t in ax.get_xticklabels()][:3] == ["roi0", "roi1", "roi2"]
+    legend = " ".join(t.get_text() for t in fig.legends[0].get_texts())
+    assert "q <= 0.05 (3)" in legend and "own stimulation" in legend and "undefined" in legend
+    _save(fig, tmp_path)
+
+
+def test_influence_matrix_large_and_without_significance(tmp_path):
+    rng = np.random.default_rng(0)
+    effect = rng.normal(size=(60, 60))
+    fig = plots.plot_influence_matrix(effect, effect > 2)
+    ax = fig.axes[0]
+    assert not [c for c in ax.collections if c.get_gid() == "significant"]  # too many cells: only faded
+    _save(fig, tmp_path)
+    plain = plots.plot_influence_matrix(effect[:5, :3], exclude_diagonal=True)  # not square: no diagonal
+    assert not [c for c in plain.axes[0].collections if c.get_gid() == "diagonal"]
+    _save(plain, tmp_path, "plain.png")
+
+
+def test_volcano_points_colours_threshold_and_underflow(tmp_path):
+    effect, significant = _influence()
+    pvalue = np.full(effect.shape, 0.5)
+    pvalue[significant] = 1e-4
+    pvalue[5, 0] = 0.0  # underflowed
+    pvalue[0, 3] = np.nan
+    fig = plots.plot_volcano(effect, pvalue, significant, title="Volcano")
+    ax = fig.axes[0]
+    assert ax.get_title() == "Volcano" and "log" in ax.get_ylabel()
+    points = sum(len(c.get_offsets()) for c in ax.collections if isinstance(c, PathCollection))
+    assert points == 30 - 2  # off-diagonal edges, less the NaN effect and the NaN p-value
+    labels = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert "not significant (25)" in labels
+    coloured = [text for text in labels if text.startswith("significant")]
+    assert sum(int(text.rsplit("(", 1)[1].rstrip(")")) for text in coloured) == 3  # the one at p = 0 included
+    assert "p below float precision (1)" in labels
+    (cut,) = [line for line in ax.get_lines() if line.get_linestyle() == "--"]
+    assert cut.get_ydata()[0] == pytest.approx(4.0)
+    assert "undefined" in ax.get_xlabel()
+    _save(fig, tmp_path)
+    vector = plots.plot_volcano([0.1, -0.2, 0.0], [0.01, 0.2, 1.0])
+    _save(vector, tmp_path, "vector.png")
+
+
+def test_peristimulus_panels_shading_and_labels(tmp_path):
+    offsets = np.linspace(-0.5, 1.5, 41)
+    mean = np.stack([np.exp(-((offsets - 0.3) / 0.2) ** 2) * k for k in (1.0, 0.5, -0.4)])
+    fig = plots.plot_peristimulus(offsets, mean, stderr=0.05 + 0 * mean, control_mean=0 * mean,
+                                  control_stderr=0.05 + 0 * mean, labels=["a", "b", "c"], window=(0, 1),
+                                  baseline=(-0.5, 0), ncols=2, title="Traces")
+    assert fig.get_suptitle() == "Traces"
+    shown = [ax for ax in fig.axes if ax.get_visible() and ax.axison]
+    assert [ax.get_title() for ax in shown] == ["a", "b", "c"]
+    assert len(fig.axes) == 4  # 2 x 2, the last one off
+    first = shown[0]
+    spans = [p for p in first.patches]
+    assert len(spans) == 2  # window and baseline
+    traces = [line for line in first.get_lines() if len(line.get_xdata()) == offsets.size]
+    assert len(traces) == 2  # targeted and control
+    legend = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert legend == ["source targeted", "control: neither targeted", "response window", "baseline"]
+    _save(fig, tmp_path)
+    bare = plots.plot_peristimulus(offsets, mean[:1])
+    assert len(bare.axes) == 1
+    _save(bare, tmp_path, "bare.png")
+
+
+def test_self_response_order_intervals_and_median(tmp_path):
+    response = np.array([0.5, np.nan, 0.05, 1.0, -0.3])
+    stderr = np.array([0.1, np.nan, 0.1, 0.1, 0.1])
+    fig = plots.plot_self_response(response, stderr, ids=[10, 11, 12, 13, 14], title="Self")
+    ax = fig.axes[0]
+    fig.canvas.draw()
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["13", "10", "12", "14"]  # by value, NaN left out
+    assert "1 never targeted" in ax.get_xlabel()
+    filled, hollow = [c for c in ax.collections if isinstance(c, PathCollection)]
+    assert len(filled.get_offsets()) == 3 and len(hollow.get_offsets()) == 1  # 0.05 ± 0.196 includes 0
+    (median,) = [line for line in ax.get_lines() if line.get_linestyle() == "--"]
+    assert median.get_ydata()[0] == pytest.approx(np.nanmedian(response))
+    _save(fig, tmp_path)
+    many = plots.plot_self_response(np.linspace(-1, 1, 50))
+    assert many.axes[0].get_xlabel().startswith("Target rank")  # too many for an id per tick
+    _save(many, tmp_path, "many.png")
+    by_index = plots.plot_self_response(np.linspace(-1, 1, 5), order="index")
+    assert by_index.axes[0].get_xlabel() == "Target"
+    _save(by_index, tmp_path, "many.png")
+
+
+@pytest.mark.parametrize(
+    "call, error, words",
+    [
+        (lambda: plots.plot_influence_matrix(np.zeros(3)), ValueError, "effect"),
+        (lambda: plots.plot_influence_matrix(np.zeros((2, 2)), np.zeros((2, 2))), TypeError, "significant"),
+        (lambda: plots.plot_influence_matrix(np.zeros((2, 2)), np.zeros((3, 3), bool)), ValueError, "significant"),
+        (lambda: plots.plot_influence_matrix(np.zeros((2, 3)), source_ids=[1, 2]), ValueError, "source_ids"),
+        (lambda: plots.plot_influence_matrix(np.zeros((2, 3)), responder_ids="ab"), TypeError, "responder_ids"),
+        (lambda: plots.plot_influence_matrix(np.zeros((2, 2)), ax="x"), TypeError, "ax"),
+        (lambda: plots.plot_volcano(np.zeros((2, 2)), np.zeros((3, 3))), ValueError, "pvalue"),
+        (lambda: plots.plot_volcano(np.zeros((2, 2)), np.full((2, 2), 1.5)), ValueError, "pvalue"),
+        (lambda: plots.plot_volcano(np.zeros((2, 2)), "p"), TypeError, "pvalue"),
+        (lambda: plots.plot_volcano(np.zeros((2, 2)), np.zeros((2, 2)), np.ones((2, 2))), TypeError, "significant"),
+        (lambda: plots.plot_volcano([], []), ValueError, "effect"),
+        (lambda: plots.plot_peristimulus([0, 1, 2], np.zeros((2, 2))), ValueError, "mean"),
+        (lambda: plots.plot_peristimulus([0, 2, 1], np.zeros((2, 3))), ValueError, "offsets"),
+        (lambda: plots.plot_peristimulus([0, 1], np.zeros((1, 2)), stderr=np.zeros((2, 2))), ValueError, "stderr"),
+        (lambda: plots.plot_peristimulus([0, 1], np.zeros((1, 2)), labels=["a", "b"]), ValueError, "labels"),
+        (lambda: plots.plot_peristimulus([0, 1], np.zeros((1, 2)), window=(1, 0)), ValueError, "window"),
+        (lambda: plots.plot_peristimulus([0, 1], np.zeros((1, 2)), baseline=0.5), ValueError, "baseline"),
+        (lambda: plots.plot_peristimulus([0, 1], np.zeros((1, 2)), ncols=0), ValueError, "ncols"),
+        (lambda: plots.plot_self_response(np.zeros((2, 2))), ValueError, "response"),
+        (lambda: plots.plot_self_response(np.zeros(2), np.zeros(3)), ValueError, "stderr"),
+        (lambda: plots.plot_self_response(np.zeros(2), ids=[1]), ValueError, "ids"),
+        (lambda: plots.plot_self_response(np.zeros(2), order="size"), ValueError, "order"),
+        (lambda: plots.plot_self_response(np.zeros(2), z=0), ValueError, "z"),
+    ],
+)
+def test_trial_figures_bad_inputs_name_the_argument(call, error, words):
     with pytest.raises(error, match=words):
         call()

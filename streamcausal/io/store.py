@@ -34,6 +34,7 @@ import zarr
 __all__ = [
     "SCHEMA_VERSION", "Estimates", "RunStore", "SeedStore", "StoreError", "StoreLock", "StoreReader",
     "check_new_store", "check_run_location", "is_run_store", "local_path", "write_estimates",
+    "write_trial_estimates",
 ]
 
 SCHEMA_VERSION = 1
@@ -177,26 +178,29 @@ class StoreLock:
         self.release()
 
 
+def _put(group, name, values, dimension_names=None, dtype=None):
+    """Write ``values`` as array ``name`` of ``group`` (replacing one there), naming its dimensions."""
+    values = np.asarray(values)
+    if dtype is None:
+        dtype = values.dtype
+    array = group.create_array(name, shape=values.shape, dtype=dtype, dimension_names=dimension_names,
+                               overwrite=True)
+    array[...] = values
+    return array
+
+
 def _estimate_arrays(group, moments, prefix="estimates"):
     """Write a CrossMoments' estimates into ``group/prefix`` (``group`` itself for ``""``; overwriting)."""
     sub = group.require_group(prefix) if prefix else group
     sub.attrs.update({
         "orientation": "[target, source]: entry [j, i] is the estimate for source i onto target j",
     })
-    for name, values in (
-        ("correlation", moments.correlation()),
-        ("effect", moments.effect()),
-        ("stderr", moments.stderr()),
-    ):
-        array = sub.create_array(name, shape=values.shape, dtype="float64",
-                                 dimension_names=["target", "source"], overwrite=True)
-        array[...] = values
-    undefined = moments.undefined_edges()
-    array = sub.create_array("undefined", shape=undefined.shape, dtype="bool",
-                             dimension_names=["target", "source"], overwrite=True)
-    array[...] = undefined
-    count = sub.create_array("count", shape=(), dtype="int64", overwrite=True)
-    count[...] = moments.count
+    edges = ["target", "source"]
+    _put(sub, "correlation", moments.correlation(), edges, "float64")
+    _put(sub, "effect", moments.effect(), edges, "float64")
+    _put(sub, "stderr", moments.stderr(), edges, "float64")
+    _put(sub, "undefined", moments.undefined_edges(), edges, "bool")
+    _put(sub, "count", moments.count, None, "int64")
     return sub
 
 
@@ -603,7 +607,7 @@ class StoreReader:
             return Estimates(node, path)
         if self.has_group("estimates") and "effect" in self.group["estimates"]:
             return Estimates(self.group["estimates"], "estimates")
-        if "effect" in self.group and "correlation" in self.group:
+        if "effect" in self.group and ("correlation" in self.group or "pvalue" in self.group):
             return Estimates(self.group, "")
         return None
 
@@ -634,9 +638,7 @@ def write_estimates(store, moments, *, path="", attrs=None, connectivity=None, n
     it with :func:`check_new_store` first) and writes ``connectivity``, when given, at
     its root; otherwise ``store`` must exist and is opened for writing. Returns ``path``.
     """
-    if isinstance(store, os.PathLike):
-        store = os.fspath(store)
-    group = zarr.open_group(store, mode="w" if new else "r+")
+    group = _open_for_estimates(store, new)
     written = _estimate_arrays(group, moments, path)
     if attrs:
         written.attrs.update(attrs)
@@ -645,4 +647,70 @@ def write_estimates(store, moments, *, path="", attrs=None, connectivity=None, n
         array = group.create_array("connectivity", shape=connectivity.shape, dtype="float64",
                                    dimension_names=["target", "source"], overwrite=True)
         array[...] = connectivity
+    return path
+
+
+def _open_for_estimates(store, new):
+    if isinstance(store, os.PathLike):
+        store = os.fspath(store)
+    return zarr.open_group(store, mode="w" if new else "r+")
+
+
+def _ids(values):
+    """Ids as stored: integers and floats as they are, anything else as strings."""
+    values = np.asarray(values)
+    if values.dtype.kind in "iuf":
+        return values, None
+    return np.asarray([str(v) for v in values.tolist()], dtype=str), str
+
+
+def write_trial_estimates(store, result, *, path="", alpha=0.05, attrs=None, new=False) -> str:
+    """Write a TrialResult's estimates into group ``path`` of ``store``; return ``path``.
+
+    Arrays, each naming its dimensions (``responder``, ``source``): ``effect``,
+    ``stderr``, ``pvalue``, ``qvalue`` (float64 ``[responder, source]``), ``significant``
+    (``qvalue <= alpha``) and ``undefined`` (bool), ``trials_per_source`` (int64
+    ``[source]``), ``source_ids`` and ``responder_ids``. Attributes: ``method``,
+    ``window``, ``baseline``, ``alpha``, ``n_trials``, ``n_dropped``, ``dropped`` (by
+    reason), ``recording`` (its description), ``timing`` and ``orientation``, plus
+    ``attrs``. ``new=True`` creates ``store`` afresh (check it with
+    :func:`check_new_store` first); otherwise ``store`` must exist.
+    """
+    from .._version import __version__
+
+    significant = result.significant(alpha)  # checks alpha before anything is written
+    group = _open_for_estimates(store, new)
+    sub = group.require_group(path) if path else group
+    edges = ["responder", "source"]
+    _put(sub, "effect", result.effect, edges, "float64")
+    _put(sub, "stderr", result.stderr, edges, "float64")
+    _put(sub, "pvalue", result.pvalue, edges, "float64")
+    _put(sub, "qvalue", result.qvalue, edges, "float64")
+    _put(sub, "significant", significant, edges, "bool")
+    _put(sub, "undefined", result.undefined_edges, edges, "bool")
+    _put(sub, "trials_per_source", result.trials_per_source, ["source"], "int64")
+    for name, values, dimension in (("source_ids", result.source_ids, "source"),
+                                    ("responder_ids", result.responder_ids, "responder")):
+        values, dtype = _ids(values)
+        _put(sub, name, values, [dimension], dtype)
+    parameters = result.parameters
+    sub.attrs.update(json.loads(json.dumps({
+        "streamcausal": {"kind": "trial_estimates", "schema_version": SCHEMA_VERSION, "package_version": __version__},
+        "orientation": "[responder, source]: entry [j, i] is the influence of stimulating source i on responder j; "
+                       "the diagonal is each target's response to its own stimulation",
+        "method": result.method,
+        "window": parameters.get("window"),
+        "baseline": parameters.get("baseline"),
+        "alpha": float(alpha),
+        "significance": "Benjamini-Hochberg q-value <= alpha over the off-diagonal edges "
+                        "(two-sided normal p-values of effect / stderr)",
+        "n_trials": result.n_trials,
+        "n_dropped": result.n_dropped,
+        "dropped": {key: int(value) for key, value in result.dropped.items()},
+        "n_trials_given": parameters.get("n_trials_given"),
+        "recording": parameters.get("activity"),
+        "timing": parameters.get("timing"),
+        "n_frames": int(result.n_frames),
+        **(attrs or {}),
+    }, default=str)))
     return path
