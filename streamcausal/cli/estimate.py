@@ -45,15 +45,15 @@ def add_parser(subparsers) -> None:
         "estimate",
         help="estimate connectivity out of core from a Zarr recording or NWB stimulation trials",
         description=paragraph(
-            "Read a recording chunk by chunk and estimate the connectivity. From an NWB file "
+            "Read a recording chunk by chunk (memory does not depend on its length) and "
+            "estimate the connectivity. From an NWB file "
             "(PATH ending in .nwb, or with --trials): each stimulated source's influence on "
             "every neuron from the trials' responses (--window minus --baseline), with "
             "p-values and Benjamini-Hochberg q-values; prints a summary and writes the "
             "estimates (DIR/estimates.zarr) and report figures into --out DIR. "
-            "From a Zarr store: read a recording chunk by chunk from the store PATH and estimate the "
-            "connectivity from the pairs (stimulation[t], activity[t + lag]) over the "
+            "From a Zarr store PATH: the connectivity from the pairs (stimulation[t], activity[t + lag]) over the "
             "perturbation steps t (or (activity[t], activity[t + lag]) with "
-            "--observational). Memory does not depend on the recording's length. PATH may "
+            "--observational). PATH may "
             "be a store written by `streamcausal run --save-trajectory` (then the arrays of "
             "one seed are used by default) or any Zarr v3 group holding time-major (T, n) "
             "arrays. Prints a summary (with the score when the store holds the true "
@@ -120,31 +120,32 @@ def add_parser(subparsers) -> None:
     trials.add_argument("--out", type=Path, metavar="DIR",
                         help="directory for estimates.zarr and the figures (default: <file>-estimates "
                              "beside the NWB file)")
-    stim = parser.add_mutually_exclusive_group()
+    recording = parser.add_argument_group("Zarr recordings")
+    stim = recording.add_mutually_exclusive_group()
     stim.add_argument("--stimulation", metavar="NAME",
                       help="the (T, n_in) stimulation array (default: 'stimulation', or "
                            "'seed_<s>/stimulation' in a run store)")
     stim.add_argument("--observational", action="store_true",
                       help="no stimulation: use the pairs (activity[t], activity[t + lag])")
-    steps = parser.add_mutually_exclusive_group()
+    steps = recording.add_mutually_exclusive_group()
     steps.add_argument("--steps", metavar="NAME",
                        help="the (T,) boolean array of perturbation steps (default: 'clamped' "
                             "when present, e.g. 'seed_<s>/clamped' in a run store; else all steps)")
     steps.add_argument("--all-steps", action="store_true", help="use every step t")
-    parser.add_argument("--seed", type=seed, metavar="S",
-                        help="in a run store: which seed's trajectory (default: its first seed)")
-    parser.add_argument("--lag", type=count(1), metavar="L",
-                        help="steps from input to outcome (default: 1)")
+    recording.add_argument("--seed", type=seed, metavar="S",
+                           help="in a run store: which seed's trajectory (default: its first seed)")
+    recording.add_argument("--lag", type=count(1), metavar="L",
+                           help="steps from input to outcome (default: 1)")
     parser.add_argument("--chunk-steps", type=count(1), metavar="C",
                         help="rows read per window (default: about 2**22 values, aligned to the "
                              "store's chunks)")
-    parser.add_argument("--real-stimulation", action="store_true",
-                        help="accept stimulation values other than 0/1 (real-valued clamps)")
-    parser.add_argument("--skip-nonfinite", action="store_true",
-                        help="drop pairs with NaN or inf instead of stopping with an error")
-    parser.add_argument("--output", metavar="PATH",
-                        help="write the estimates to a new Zarr store at PATH instead of into the "
-                             "recording's store")
+    recording.add_argument("--real-stimulation", action="store_true",
+                           help="accept stimulation values other than 0/1 (real-valued clamps)")
+    recording.add_argument("--skip-nonfinite", action="store_true",
+                           help="drop pairs with NaN or inf instead of stopping with an error")
+    recording.add_argument("--output", metavar="PATH",
+                           help="write the estimates to a new Zarr store at PATH instead of into the "
+                                "recording's store")
     parser.add_argument("--overwrite", action="store_true",
                         help="replace an existing --output store (or DIR/estimates.zarr of --out)")
     parser.add_argument("--no-progress", action="store_true", help="do not show progress on stderr")
