@@ -15,13 +15,14 @@ from .designs import Observation, Perturbation
 from .engine import Trajectory, simulate
 from .experiment import Recording, Trials
 from .io.nwb import read_nwb
+from .io.peristimulus import PeriStimulus, peristimulus
 from .io.recording import estimate, estimate_store
 from .io.responses import TrialResult, estimate_trials
 from .io.spikes import BinnedSpikes, bin_spikes
 from .moments import CrossMoments
 from .network import create_connectivity
 from .progress import Progress
-from .report import report
+from .report import report, report_trials
 from .result import Result, score
 
 __all__ = [
@@ -29,6 +30,7 @@ __all__ = [
     "BinnedSpikes",
     "CrossMoments",
     "Observation",
+    "PeriStimulus",
     "Perturbation",
     "Progress",
     "Recording",
@@ -43,8 +45,10 @@ __all__ = [
     "estimate",
     "estimate_store",
     "estimate_trials",
+    "peristimulus",
     "read_nwb",
     "report",
+    "report_trials",
     "run",
     "score",
     "simulate",
