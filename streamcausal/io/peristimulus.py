@@ -18,11 +18,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .._validation import as_numeric_array, check_callable, check_int, describe
-from ..experiment import Recording, Trials
+from .._validation import as_numeric_array
 from ..progress import Progress
-from .recording import _default_chunk_steps, _Source
-from .responses import _FrameClock, _interval
+from .responses import _interval, open_trials_input
 
 __all__ = ["PeriStimulus", "peristimulus"]
 
@@ -130,34 +128,17 @@ def peristimulus(activity, trials, pairs, *, rate=None, times=None, span=(-1.0, 
     --------
     >>> activity = np.zeros((100, 2))
     >>> activity[[20, 60], 1] = 1.0                    # neuron 1 fires on the frames of the onsets
+    >>> from streamcausal import Trials
     >>> trials = Trials([2.0, 6.0, 4.0], [[1], [1], []])
     >>> traces = peristimulus(activity, trials, [(1, 1), (0, 1)], rate=10.0, span=(-0.1, 0.2))
     >>> traces.offsets.tolist(), traces.mean[0].tolist(), traces.control_mean[0].tolist()
     ([-0.1, 0.0, 0.1, 0.2], [0.0, 1.0, 0.0, 0.0], [0.0, 0.0, 0.0, 0.0])
     """
-    starting_time = 0.0
-    if isinstance(activity, Recording):
-        recording = activity
-        if rate is not None or times is not None:
-            raise ValueError("rate and times come from the Recording; do not pass them too")
-        trials = recording.trials if trials is None else trials
-        rate, times, starting_time = recording.rate, recording.times, recording.starting_time
-        activity = recording.activity
-    source = _Source(activity, "activity")
-    if len(source.shape) != 2 or source.shape[0] == 0 or source.shape[1] == 0:
-        raise ValueError(f"activity must be 2-D (T, n) with T >= 1 and n >= 1, got shape {source.shape}")
+    opened = open_trials_input(activity, trials, rate, times, chunk_steps, progress)
+    source, trials, clock, chunk_steps = opened.source, opened.trials, opened.clock, opened.chunk_steps
     n_frames, n = source.shape
-    if not isinstance(trials, Trials):
-        raise TypeError(f"trials must be a Trials (or come with a Recording), got {describe(trials)}")
-    trials = trials.bound_to(n)
     pairs = _check_pairs(pairs, n)
     span = _interval(span, "span")
-    if chunk_steps is not None:
-        chunk_steps = check_int(chunk_steps, "chunk_steps", minimum=1)
-    else:
-        chunk_steps = _default_chunk_steps([source], n)
-    check_callable(progress, "progress")
-    clock = _FrameClock(n_frames, rate, times, starting_time, chunk_steps)
 
     period = _frame_period(clock, n_frames)
     first = math.ceil(span[0] / period - 1e-9)

@@ -171,34 +171,14 @@ def estimate_trials(activity, trials=None, *, rate=None, times=None, window=(0.0
     (196, [1.0, 1.0, 1.0], 0)
     """
     began = time.perf_counter()
-    description = ""
-    ids = None
-    starting_time = 0.0
-    if isinstance(activity, Recording):
-        recording = activity
-        if rate is not None or times is not None:
-            raise ValueError("rate and times come from the Recording; do not pass them too")
-        trials = recording.trials if trials is None else trials
-        rate, times, starting_time = recording.rate, recording.times, recording.starting_time
-        ids, description = recording.ids, recording.description
-        activity = recording.activity
-    source = _Source(activity, "activity")
-    if len(source.shape) != 2 or source.shape[1] == 0 or source.shape[0] == 0:
-        raise ValueError(f"activity must be 2-D (T, n) with T >= 1 and n >= 1, got shape {source.shape}")
+    opened = open_trials_input(activity, trials, rate, times, chunk_steps, progress)
+    source, trials, clock, chunk_steps = opened.source, opened.trials, opened.clock, opened.chunk_steps
     n_frames, n = source.shape
-    if not isinstance(trials, Trials):
-        raise TypeError(f"trials must be a Trials (or come with a Recording), got {describe(trials)}")
-    trials = trials.bound_to(n)
+    ids, description = opened.ids, opened.description
     window = _interval(window, "window")
     baseline = None if baseline is None else _interval(baseline, "baseline")
     if not isinstance(method, str) or method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
-    if chunk_steps is not None:
-        chunk_steps = check_int(chunk_steps, "chunk_steps", minimum=1)
-    else:
-        chunk_steps = _default_chunk_steps([source], n)
-    check_callable(progress, "progress")
-    clock = _FrameClock(n_frames, rate, times, starting_time, chunk_steps)
 
     plan = _plan_trials(trials, clock, window, baseline)
     moments = TrialMoments(n, n, same_neurons=True)
@@ -242,6 +222,45 @@ def estimate_trials(activity, trials=None, *, rate=None, times=None, window=(0.0
     responder_ids = ids if ids is not None else np.arange(n)
     return TrialResult(moments, method, sum(dropped.values()), dropped, np.asarray(source_ids),
                        np.asarray(responder_ids), n_frames, time.perf_counter() - began, parameters)
+
+
+@dataclass
+class TrialsInput:
+    """A checked trial estimator's input: the activity source, bound trials, frame clock and window size."""
+
+    source: _Source
+    trials: Trials
+    clock: _FrameClock
+    chunk_steps: int
+    ids: object
+    description: str
+
+
+def open_trials_input(activity, trials, rate, times, chunk_steps, progress) -> TrialsInput:
+    """Check the arguments every trial estimator shares (activity or Recording, trials, timing, chunking)."""
+    starting_time, ids, description = 0.0, None, ""
+    if isinstance(activity, Recording):
+        recording = activity
+        if rate is not None or times is not None:
+            raise ValueError("rate and times come from the Recording; do not pass them too")
+        trials = recording.trials if trials is None else trials
+        rate, times, starting_time = recording.rate, recording.times, recording.starting_time
+        ids, description = recording.ids, recording.description
+        activity = recording.activity
+    source = _Source(activity, "activity")
+    if len(source.shape) != 2 or source.shape[1] == 0 or source.shape[0] == 0:
+        raise ValueError(f"activity must be 2-D (T, n) with T >= 1 and n >= 1, got shape {source.shape}")
+    n_frames, n = source.shape
+    if not isinstance(trials, Trials):
+        raise TypeError(f"trials must be a Trials (or come with a Recording), got {describe(trials)}")
+    trials = trials.bound_to(n)
+    if chunk_steps is not None:
+        chunk_steps = check_int(chunk_steps, "chunk_steps", minimum=1)
+    else:
+        chunk_steps = _default_chunk_steps([source], n)
+    check_callable(progress, "progress")
+    clock = _FrameClock(n_frames, rate, times, starting_time, chunk_steps)
+    return TrialsInput(source, trials, clock, chunk_steps, ids, description)
 
 
 def _mean_rows(pieces) -> np.ndarray:
