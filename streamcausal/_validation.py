@@ -123,3 +123,16 @@ def check_index(value, name: str, size: int) -> int:
     if not 0 <= value < size:
         raise ValueError(f"{name} must be in [0, {size}), got {value}")
     return value
+
+
+def check_interval(value, name: str, *, optional: bool = False):
+    """Return ``value`` as ``(start, stop)`` seconds with ``start < stop`` (None passes when ``optional``)."""
+    if value is None and optional:
+        return None
+    if isinstance(value, (str, bytes)) or not hasattr(value, "__len__") or len(value) != 2:
+        what = "a pair (start, stop) of seconds" + (" or None" if optional else " relative to the onset")
+        raise ValueError(f"{name} must be {what}, got {describe(value)}")
+    start, stop = (check_real(v, name) for v in value)
+    if not start < stop:
+        raise ValueError(f"{name} must have start < stop, got {describe(value)}")
+    return start, stop

@@ -18,7 +18,7 @@ from matplotlib.patches import FancyArrowPatch
 from matplotlib.path import Path
 from matplotlib.ticker import MaxNLocator
 
-from ._validation import as_numeric_array, check_connectivity, check_index, check_int, check_real, describe
+from ._validation import as_numeric_array, check_connectivity, check_index, check_int, check_interval, check_real, describe
 
 __all__ = [
     "plot_connectivity_graph",
@@ -773,17 +773,6 @@ def _check_mask(value, name: str, shape) -> np.ndarray | None:
     return array
 
 
-def _check_interval(value, name: str):
-    if value is None:
-        return None
-    if isinstance(value, (str, bytes)) or not hasattr(value, "__len__") or len(value) != 2:
-        raise ValueError(f"{name} must be a pair (start, stop) of seconds or None, got {describe(value)}")
-    start, stop = (check_real(v, name) for v in value)
-    if not start < stop:
-        raise ValueError(f"{name} must have start < stop, got {describe(value)}")
-    return start, stop
-
-
 def _id_ticks(axis, ids, count: int) -> None:
     """Ticks at the cells, labelled with their ids (every cell up to 20, else an integer locator)."""
     from matplotlib.ticker import FuncFormatter
@@ -1025,8 +1014,8 @@ def plot_peristimulus(offsets, mean, *, stderr=None, control_mean=None, control_
         if isinstance(labels, str) or not hasattr(labels, "__len__") or len(labels) != n_panels:
             raise ValueError(f"labels must be a sequence of {n_panels} strings (one per panel), got {describe(labels)}")
         labels = [str(label) for label in labels]
-    window = _check_interval(window, "window")
-    baseline = _check_interval(baseline, "baseline")
+    window = check_interval(window, "window", optional=True)
+    baseline = check_interval(baseline, "baseline", optional=True)
     ncols = check_int(ncols, "ncols", minimum=1)
     _check_title(title)
     _check_title(ylabel, "ylabel")

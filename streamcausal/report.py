@@ -215,6 +215,18 @@ def _from_store(source, A, estimates) -> ReportData:
                       convergence=convergence, title=title, notes=notes)
 
 
+def save_figures(figures: dict, out_dir, *, dpi=100) -> list:
+    """Draw each ``{file name: function returning a Figure}`` into ``out_dir`` (created) as PNG; return the paths."""
+    out = Path(os.fspath(out_dir))
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, make in figures.items():
+        path = out / name
+        make().savefig(path, dpi=dpi)
+        written.append(path)
+    return written
+
+
 def write_report(data: ReportData, out_dir) -> list:
     """Draw ``data``'s figures into ``out_dir`` (created when missing); return the paths written."""
     from . import plots
@@ -245,12 +257,7 @@ def write_report(data: ReportData, out_dir) -> list:
     if data.A is not None:
         figures["edge_distributions.png"] = lambda: plots.plot_edge_distributions(
             {"correlation": data.correlation, "effect": data.effect}, data.A)
-    written = []
-    for name, make in figures.items():
-        path = out / name
-        make().savefig(path, dpi=100)
-        written.append(path)
-    return written
+    return save_figures(figures, out, dpi=100)
 
 
 def _titled(fig, title):
@@ -347,13 +354,7 @@ def report_trials(result, out_dir, *, recording=None, peristimulus_traces=None, 
             peristimulus_traces = peristimulus(recording, None, pairs, span=trace_span(window, baseline),
                                                progress=progress)
     figures = _trial_figures(result, alpha, window, baseline, peristimulus_traces)
-    out.mkdir(parents=True, exist_ok=True)
-    written = []
-    for name, make in figures.items():
-        path = out / name
-        make().savefig(path, dpi=110)
-        written.append(path)
-    return written
+    return save_figures(figures, out, dpi=110)
 
 
 def _trial_figures(result, alpha, window, baseline, traces) -> dict:

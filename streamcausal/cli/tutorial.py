@@ -50,6 +50,7 @@ def command(args) -> int:
 
     from .. import plots, tutorial
     from .._validation import check_index
+    from ..report import save_figures
 
     n, steps = args.neurons, args.steps
     selected = check_index(args.selected_neuron, "--selected-neuron", n)
@@ -94,8 +95,6 @@ def command(args) -> int:
         "true_vs_estimated_all.png": lambda: plots.plot_true_vs_estimated(R.T, A),
         "summary.png": lambda: plots.plot_tutorial_summary(A, R.T),
     }
-    for name, make in figures.items():
-        path = out / name
-        make().savefig(path, dpi=100)
+    for path in save_figures(figures, out, dpi=100):
         print(f"wrote {path}")
     return 0

@@ -18,9 +18,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .._validation import as_numeric_array
+from .._validation import as_numeric_array, check_interval
 from ..progress import Progress
-from .responses import _interval, open_trials_input
+from .responses import open_trials_input
 
 __all__ = ["PeriStimulus", "peristimulus"]
 
@@ -138,7 +138,7 @@ def peristimulus(activity, trials, pairs, *, rate=None, times=None, span=(-1.0, 
     source, trials, clock, chunk_steps = opened.source, opened.trials, opened.clock, opened.chunk_steps
     n_frames, n = source.shape
     pairs = _check_pairs(pairs, n)
-    span = _interval(span, "span")
+    span = check_interval(span, "span")
 
     period = _frame_period(clock, n_frames)
     first = math.ceil(span[0] / period - 1e-9)

@@ -17,7 +17,7 @@ from functools import cached_property
 
 import numpy as np
 
-from .._validation import check_callable, check_int, check_real, describe
+from .._validation import check_callable, check_int, check_interval, check_real, describe
 from ..estimators import bh_qvalues, edge_mask, pvalues, significant_edges
 from ..experiment import Recording, Trials
 from ..moments.trials import TrialMoments
@@ -175,8 +175,8 @@ def estimate_trials(activity, trials=None, *, rate=None, times=None, window=(0.0
     source, trials, clock, chunk_steps = opened.source, opened.trials, opened.clock, opened.chunk_steps
     n_frames, n = source.shape
     ids, description = opened.ids, opened.description
-    window = _interval(window, "window")
-    baseline = None if baseline is None else _interval(baseline, "baseline")
+    window = check_interval(window, "window")
+    baseline = check_interval(baseline, "baseline", optional=True)
     if not isinstance(method, str) or method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
 
@@ -391,11 +391,3 @@ def _plan_trials(trials, clock, window, baseline):
                     "empty_baseline": int(np.sum(empty_baseline))},
     }
 
-
-def _interval(value, name):
-    if isinstance(value, (str, bytes)) or not hasattr(value, "__len__") or len(value) != 2:
-        raise ValueError(f"{name} must be a pair (start, stop) of seconds relative to the onset, got {describe(value)}")
-    start, stop = (check_real(v, name) for v in value)
-    if not start < stop:
-        raise ValueError(f"{name} must have start < stop, got {describe(value)}")
-    return start, stop
