@@ -200,8 +200,7 @@ def run(A, n_steps, *, design=Perturbation(), seed=0, chunk_steps=None, rng="def
                 dtype=store.dtype if store is not None else "float32",
                 checkpoint_seconds=store.checkpoint_seconds if store is not None else 5.0,
                 target_se=target)
-    parameters = _parameters(plan, seed_list)
-    parameters["target_se"] = None if target_se is None else float(target_se)
+    parameters = _parameters(plan, seed_list, target_se)
     began = time.perf_counter()
     tracker = _ProgressTracker(progress, seed_list, n_steps) if progress is not None else None
     if store is not None:  # zarr is imported only for a run that has a store
@@ -296,8 +295,8 @@ def _combine(outcomes, plan, parameters, seconds, several):
                   per_seed=per_seed)
 
 
-def _parameters(plan, seeds):
-    """The run's parameters as stored and compared on resume (JSON-friendly)."""
+def _parameters(plan, seeds, target_se):
+    """The run's parameters as stored and compared on resume (JSON-friendly); ``target_se`` as the user gave it."""
     return {
         "n_neurons": int(plan.A.shape[0]),
         "connectivity_sha256": connectivity_digest(plan.A),
@@ -308,6 +307,6 @@ def _parameters(plan, seeds):
         "n_steps": plan.n_steps,
         "dtype": plan.dtype,
         "save_trajectory": plan.save_trajectory,
-        "target_se": plan.target_se,
+        "target_se": None if target_se is None else float(target_se),
         "package_version": __version__,
     }

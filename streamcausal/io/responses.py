@@ -37,7 +37,6 @@ def batch_trials(n_neurons: int) -> int:
     """
     return int(max(64, min(4096, 2**21 // n_neurons)))
 
-DROP_REASONS = ("off_recording", "empty_window", "empty_baseline")
 
 
 @dataclass
