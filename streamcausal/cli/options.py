@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import decimal
 import math
+import re
 import textwrap
 
 PROG = "streamcausal"
+_DIGITS = re.compile(r"[+-]?[0-9][0-9_]*(\.[0-9_]*)?([eE][+-]?[0-9]+)?")  # 5_000, 5_000.0, 5e3
 
 
 class UsageError(Exception):
@@ -17,27 +20,29 @@ class Interrupted(Exception):
     """Ctrl-C: reported as one line (what was kept, how to resume) and exit status 130."""
 
 
-def count(minimum: int):
-    """An argparse ``type`` for counts: ``5000``, ``5_000`` and ``5e3`` all mean 5000."""
+def count(minimum: int, maximum: int | None = None):
+    """An argparse ``type`` for counts: ``5000``, ``5_000`` and ``5e3`` all mean 5000.
+
+    Parsed exactly (``1e30`` is 10**30, not the nearest float), so a count is never
+    silently changed; anything above ``maximum`` is refused.
+    """
+    bound = f"in [{minimum}, {maximum:.4g}]" if maximum is not None else f">= {minimum}"
 
     def parse(text: str) -> int:
         cleaned = text.strip()
-        problem = argparse.ArgumentTypeError(f"must be an integer >= {minimum}, got {text!r}")
+        problem = argparse.ArgumentTypeError(f"must be an integer {bound}, got {text!r}")
         try:
-            value = int(cleaned, 10)
-        except ValueError:
-            try:
-                number = float(cleaned)
-            except ValueError:
-                raise problem from None
-            if not number.is_integer():
-                raise problem from None
-            value = int(number)
-        if value < minimum:
+            number = decimal.Decimal(cleaned.replace("_", "") if _DIGITS.fullmatch(cleaned) else cleaned)
+        except decimal.InvalidOperation:
+            raise problem from None
+        if not number.is_finite() or number != number.to_integral_value() or abs(number.adjusted()) > 100:
+            raise problem
+        value = int(number)
+        if value < minimum or (maximum is not None and value > maximum):
             raise problem
         return value
 
-    parse.__name__ = f"integer >= {minimum}"  # argparse names the type in some messages
+    parse.__name__ = f"integer {bound}"  # argparse names the type in some messages
     return parse
 
 
