@@ -166,6 +166,11 @@ def _array_names(reader, args):
                              "--save-trajectory); there is nothing to estimate from")
     elif args.seed is not None and not reader.is_run:
         raise UsageError(f"--seed applies to run stores; {where} is not one (name the arrays with --activity)")
+    for option, name in (("--activity", args.activity), ("--stimulation", args.stimulation), ("--steps", args.steps)):
+        if name is not None and not reader.has_array(name):
+            raise UsageError(f"{option} {name!r}: no such array in {where}")
+    if seed is not None:
+        _check_finished(reader, seed)
     activity = args.activity or f"{prefix}activity"
     defaults = args.stimulation is None and args.activity is None
     observational = args.observational or (
@@ -185,6 +190,20 @@ def _array_names(reader, args):
     else:
         steps = f"{prefix}clamped" if reader.has_array(f"{prefix}clamped") else None
     return activity, stimulation, steps, seed
+
+
+def _check_finished(reader, seed) -> None:
+    """Refuse a run whose seed has not finished (its trajectory's last rows are not written yet)."""
+    checkpoint = reader.checkpoint(seed)
+    n_steps = reader.parameters.get("n_steps")
+    done = checkpoint.get("steps_done") if checkpoint else 0
+    stopped = checkpoint is not None and checkpoint.get("stopped_at") is not None
+    if n_steps is None or stopped or (done is not None and done >= n_steps):
+        return
+    raise UsageError(
+        f"the run in {reader.where} is unfinished: seed {seed} has {done or 0:,} of {n_steps:,} steps; "
+        f"finish it with `{PROG} run --store {reader.where} --resume`"
+    )
 
 
 def _print_summary(result, A, reader, seed, lag) -> None:
@@ -241,7 +260,7 @@ def command(args) -> int:
 
 def _zarr_command(args) -> int:
     from ..io.recording import estimate_store
-    from ..io.store import StoreError, StoreReader, check_new_store, write_estimates
+    from ..io.store import StoreError, StoreReader, check_new_store, is_run_store, write_estimates
 
     where = str(args.path)
     try:
@@ -250,6 +269,9 @@ def _zarr_command(args) -> int:
         raise UsageError(f"PATH: {error}") from None
     activity, stimulation, steps, seed = _array_names(reader, args)
     if args.output is not None:
+        if args.overwrite and is_run_store(args.output):
+            raise UsageError(f"--output {str(args.output)!r} holds a run (written by `{PROG} run`); "
+                             "--overwrite replaces only estimate stores, so choose another --output")
         try:
             check_new_store(args.output, replace=args.overwrite, source=args.path)
         except StoreError as error:
