@@ -650,3 +650,77 @@ def test_cli_modules_do_not_touch_zarr_or_plots_directly():
         assert "import zarr" not in text and "zarr." not in text, path.name
         assert "plots" not in text or path.name == "tutorial.py", path.name
         assert "inspect" not in text, path.name
+
+
+
+# =========================================================================== user errors vs bugs
+
+
+def test_raised_on_purpose_tells_checks_from_bugs(cluster_client):
+    from streamcausal._errors import raised_on_purpose
+    from streamcausal._validation import check_int
+    from streamcausal.moments import CrossMoments
+
+    with pytest.raises(TypeError) as check:
+        check_int("x", "n_steps")  # a `raise TypeError(...)` of the package's checks
+    assert raised_on_purpose(check.value)
+    with pytest.raises(ValueError) as inside_numpy:  # NumPy raises, called from the package's code
+        CrossMoments._merged((2, np.zeros(2), np.zeros(1), np.zeros(2), np.zeros(1), np.zeros((1, 2))),
+                             (2, np.zeros(3), np.zeros(1), np.zeros(3), np.zeros(1), np.zeros((1, 3))))
+    assert not raised_on_purpose(inside_numpy.value)
+    with pytest.raises(TypeError) as interpreter:  # a bad call inside the package's code
+        streamcausal._validation.describe()
+    assert not raised_on_purpose(interpreter.value)
+    with pytest.raises(ValueError) as here:
+        raise ValueError("raised by a test, not by streamcausal")
+    assert not raised_on_purpose(here.value)
+    assert not raised_on_purpose(ValueError("never raised"))
+    # A check that fails on a Dask worker comes back with a rebuilt traceback: still on purpose.
+    with pytest.raises(TypeError) as remote:
+        cluster_client.submit(check_int, "x", "n_steps", pure=False).result()
+    assert raised_on_purpose(remote.value)
+    with pytest.raises(ValueError) as remote_bug:
+        cluster_client.submit(CrossMoments._merged, (2, np.zeros(2)) + (np.zeros(1),) * 4,
+                              (2, np.zeros(3)) + (np.zeros(1),) * 4, pure=False).result()
+    assert not raised_on_purpose(remote_bug.value)
+
+
+def _wrong_parts(self):
+    """CrossMoments._parts with one input mean too few, so that the merge fails inside NumPy: a bug."""
+    count, mean_in, *rest = _PARTS(self)
+    return (count, mean_in[:-1], *rest)
+
+
+_PARTS = streamcausal.moments.CrossMoments._parts
+BUG_RUN = ["run", "--seeds", "1", "--steps", "2e3", "--chunk-steps", "500", "--no-report", "--no-progress"]
+
+
+def test_a_bug_keeps_its_traceback_a_check_gives_one_line(monkeypatch, capsys):
+    assert cli.main(BUG_RUN + ["--steps", "1"]) == 2  # the user's mistake: one line
+    _one_error_line(capsys.readouterr().err, "--steps")
+    monkeypatch.setattr(streamcausal.moments.CrossMoments, "_parts", _wrong_parts)
+    with pytest.raises(ValueError, match="broadcast"):  # the bug propagates, with its traceback
+        cli.main(BUG_RUN)
+    assert "streamcausal: error:" not in capsys.readouterr().err
+
+
+@pytest.mark.subprocess
+def test_a_bug_shows_its_traceback_subprocess(tmp_path):
+    script = tmp_path / "buggy.py"
+    script.write_text(
+        "import sys\n"
+        "import streamcausal.moments\n"
+        "from streamcausal import cli\n"
+        "parts = streamcausal.moments.CrossMoments._parts\n"
+        "def wrong(self):\n"
+        "    count, mean_in, *rest = parts(self)\n"
+        "    return (count, mean_in[:-1], *rest)\n"
+        "streamcausal.moments.CrossMoments._parts = wrong\n"
+        f"sys.exit(cli.main({BUG_RUN!r}))\n"
+    )
+    result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120,
+                            env=_env(), cwd=tmp_path)
+    assert result.returncode == 1
+    assert "Traceback (most recent call last)" in result.stderr
+    assert "streamcausal/moments/cross.py" in result.stderr  # where the bug is
+    assert result.stderr.strip().splitlines()[-1].startswith("ValueError: operands could not be broadcast")

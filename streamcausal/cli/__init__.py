@@ -6,9 +6,11 @@ a Zarr store), ``report`` (PNG figures of a store) and ``tutorial`` (the course,
 reproduced). Each module has ``add_parser(subparsers)`` and ``command(args) -> int``;
 add a subcommand by writing one and listing it in ``SUBCOMMANDS``.
 
-User errors (bad options, the CLI's own checks, and the ``ValueError``/``TypeError`` of
-the library's argument checks, StoreError included) become one line
-``streamcausal: error: ...`` on stderr and exit status 2. Ctrl-C stops a command with
+User errors (bad options, the CLI's own checks, and the ``ValueError``/``TypeError`` that
+the library's checks raise on purpose, StoreError included) become one line
+``streamcausal: error: ...`` on stderr and exit status 2. Any other ``ValueError`` or
+``TypeError`` (raised inside NumPy, Zarr or the interpreter: a bug) keeps its traceback
+(see :func:`streamcausal._errors.raised_on_purpose`). Ctrl-C stops a command with
 one line saying what was kept (and how to resume a run) and exit status 130. Progress
 goes to stderr; results go to stdout.
 """
@@ -18,6 +20,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from .._errors import raised_on_purpose
 from .._version import __version__
 from . import estimate, report, run, tutorial
 from .options import PROG, Interrupted, UsageError, epilog
@@ -88,7 +91,11 @@ def main(argv=None) -> int:
         return _fail(stop, EXIT_INTERRUPTED, prefix=f"{PROG}: ")
     except KeyboardInterrupt:
         return _fail("interrupted", EXIT_INTERRUPTED, prefix=f"{PROG}: ")
-    except (UsageError, ValueError, TypeError) as error:
+    except UsageError as error:
+        return _fail(error, EXIT_USAGE)
+    except (ValueError, TypeError) as error:
+        if not raised_on_purpose(error):
+            raise  # a bug, not a bad input: its traceback must show
         return _fail(error, EXIT_USAGE)
     except OSError as error:
         return _fail(error, EXIT_FAILURE)
