@@ -2,21 +2,35 @@
 
 Layout (all arrays time-major and chunked along time; every array names its dimensions)::
 
-    <store>/                          root group; attrs "streamcausal" and "parameters"
-      connectivity        (n, n) float64   [target, source], the ground-truth A
+    <store>/                          root group; attrs "streamcausal" (schema_version 2) and "parameters"
+      connectivity        (n, n) float64   [target, source], the ground-truth A (a dense A)
+      connectivity_sparse/            instead, for a scipy.sparse A: compressed sparse columns,
+                                      attrs format="csc", shape=[n, n]
+        indptr            (n + 1,) int64   column (source) i is entries indptr[i]:indptr[i + 1]
+        indices           (nnz,) int32|int64  their targets (row indices), sorted within a column
+        data              (nnz,) float64   their weights
       estimates/          merged over seeds: correlation, effect, stderr (n, n) [target, source],
                           count () int64, undefined (n, n) bool
       seed_<s>/                       one group per seed
-        activity          (T, n) float32|float64   state x_t after any clamp   [save_trajectory]
+        activity          (T, n) float16|float32|float64  state x_t after any clamp  [save_trajectory]
         stimulation       (T, n) uint8             0/1 pattern on clamped steps [save_trajectory]
         clamped           (T,)   bool              which steps were clamped    [save_trajectory]
         estimates/        this seed's estimates, as above
         checkpoint_a/, checkpoint_b/   alternating checkpoint slots (moments, state, RNG)
 
+``stimulation`` and ``clamped`` hold one bit of information per byte, so they are
+compressed with Blosc's bit shuffle (a standard Zarr v3 codec): the seven zero bit
+planes of every byte compress to almost nothing, which leaves about the packed bits on
+disk at a few ms of CPU per chunk, and any Zarr reader still sees plain 0/1 arrays.
+
+Schema 2 added float16 activity and ``connectivity_sparse``; stores of schema 1 (dense
+connectivity, float32/float64) are read and resumed as they are.
+
 A checkpoint is written into the slot that does not hold the newest valid one, arrays
 first and the slot's attributes (with a checksum of those arrays) last, so a reader
 never takes a half-written checkpoint: a torn slot fails its checksum and the other
-slot is used. A chunk's trajectory rows are written before the checkpoint that counts it.
+slot is used. A chunk's trajectory rows are written and flushed to disk (``fsync``)
+before the checkpoint that counts them.
 """
 
 from __future__ import annotations
@@ -27,20 +41,26 @@ import os
 import socket
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import zarr
 
 __all__ = [
-    "SCHEMA_VERSION", "Estimates", "RunStore", "SeedStore", "StoreError", "StoreLock", "StoreReader",
-    "check_new_store", "check_run_location", "is_run_store", "local_path", "write_estimates",
-    "write_trial_estimates",
+    "READABLE_SCHEMAS", "SCHEMA_VERSION", "Estimates", "RunStore", "SeedStore", "StoreError", "StoreLock",
+    "StoreReader", "StoredTrajectory", "check_new_store", "check_run_location", "create_trajectory",
+    "is_run_store", "is_sparse", "local_path", "write_estimates", "write_trial_estimates",
 ]
 
-SCHEMA_VERSION = 1
-# Fast compression for the (T, n) arrays: byte-shuffled LZ4 costs about half of zstd's
+SCHEMA_VERSION = 2
+READABLE_SCHEMAS = (1, 2)  # schema 1: no float16 activity, no connectivity_sparse; same otherwise
+# Fast compression for the activity: byte-shuffled LZ4 costs about half of zstd's
 # time here for 7% more bytes (sigmoid outputs have near-random mantissas either way).
-_TRAJECTORY_COMPRESSORS = [zarr.codecs.BloscCodec(cname="lz4", clevel=5, shuffle="shuffle")]
+_ACTIVITY_COMPRESSORS = [zarr.codecs.BloscCodec(cname="lz4", clevel=5, shuffle="shuffle")]
+# 0/1 bytes: bit-shuffled, seven of every eight bit planes are zeros that LZ4 removes, so a
+# chunk costs about its packed bits on disk (8.7 bytes a step at n = 100, against 27.5
+# byte-shuffled) and 2 ms of CPU instead of 7; readers see plain uint8/bool.
+_BINARY_COMPRESSORS = [zarr.codecs.BloscCodec(cname="lz4", clevel=5, shuffle="bitshuffle")]
 _SLOTS = ("checkpoint_a", "checkpoint_b")
 _CHECKPOINT_ARRAYS = (
     "count", "mean_in", "mean_out", "m2_in", "m2_out", "comoment", "state", "mt", "mt_pos", "gauss",
@@ -178,13 +198,13 @@ class StoreLock:
         self.release()
 
 
-def _put(group, name, values, dimension_names=None, dtype=None):
+def _put(group, name, values, dimension_names=None, dtype=None, attributes=None):
     """Write ``values`` as array ``name`` of ``group`` (replacing one there), naming its dimensions."""
     values = np.asarray(values)
     if dtype is None:
         dtype = values.dtype
     array = group.create_array(name, shape=values.shape, dtype=dtype, dimension_names=dimension_names,
-                               overwrite=True)
+                               attributes=attributes, overwrite=True)
     array[...] = values
     return array
 
@@ -204,6 +224,107 @@ def _estimate_arrays(group, moments, prefix="estimates"):
     return sub
 
 
+def is_sparse(A) -> bool:
+    """Whether ``A`` is a scipy.sparse matrix or array (checked without importing scipy)."""
+    return type(A).__module__.startswith("scipy.sparse")
+
+
+_CONNECTIVITY_DESCRIPTION = "ground-truth A; entry [j, i] is the weight from source i onto target j"
+
+
+def write_connectivity(group, A) -> None:
+    """Write ``A`` into ``group``: dense as array ``connectivity``, scipy.sparse as group ``connectivity_sparse`` (CSC)."""
+    if not is_sparse(A):
+        A = np.asarray(A, dtype=np.float64)
+        _put(group, "connectivity", A, ["target", "source"], "float64",
+             attributes={"description": _CONNECTIVITY_DESCRIPTION})
+        return
+    import scipy.sparse
+
+    csc = scipy.sparse.csc_array(A, dtype=np.float64)
+    csc.sum_duplicates()  # canonical: sorted targets within each source, no repeats
+    n_rows, n_columns = csc.shape
+    sparse = group.require_group("connectivity_sparse")
+    sparse.attrs.update({
+        "format": "csc", "shape": [int(n_rows), int(n_columns)], "description": _CONNECTIVITY_DESCRIPTION,
+        "layout": "compressed sparse columns: source i's targets are indices[indptr[i]:indptr[i + 1]], "
+                  "their weights data[indptr[i]:indptr[i + 1]]",
+    })
+    index_dtype = "int32" if max(csc.shape) < 2**31 else "int64"
+    _put(sparse, "indptr", csc.indptr, ["source_pointer"], "int64")
+    _put(sparse, "indices", csc.indices, ["nonzero"], index_dtype)
+    _put(sparse, "data", csc.data, ["nonzero"], "float64")
+
+
+def read_connectivity(group):
+    """The connectivity in ``group``: a dense ndarray, a scipy.sparse ``csc_array``, or None."""
+    try:
+        node = group["connectivity"]
+    except KeyError:
+        node = None
+    if isinstance(node, zarr.Array):
+        return node[...]
+    try:
+        sparse = group["connectivity_sparse"]
+    except KeyError:
+        return None
+    if not isinstance(sparse, zarr.Group) or sparse.attrs.get("format") != "csc":
+        return None
+    import scipy.sparse
+
+    shape = tuple(int(size) for size in sparse.attrs["shape"])
+    return scipy.sparse.csc_array((sparse["data"][...], sparse["indices"][...], sparse["indptr"][...]), shape=shape)
+
+
+class StoredTrajectory(NamedTuple):
+    """A seed's saved trajectory as Zarr arrays, decoded lazily by slicing: ``activity`` (T, n),
+    ``stimulation`` (T, n) 0/1, ``clamped`` (T,) bool."""
+
+    activity: zarr.Array
+    stimulation: zarr.Array
+    clamped: zarr.Array
+
+
+def create_trajectory(group, n_steps, n_neurons, chunk_steps, dtype) -> StoredTrajectory:
+    """Create the empty trajectory arrays of one seed in ``group``, with the run store's chunks and codecs."""
+    activity = group.create_array(
+        "activity", shape=(n_steps, n_neurons), chunks=(chunk_steps, n_neurons), dtype=dtype,
+        compressors=_ACTIVITY_COMPRESSORS, dimension_names=["time", "neuron"], fill_value=np.nan,
+        attributes={"description": "state x_t after any clamp; sigmoid output in [0, 1]",
+                    "units": "dimensionless activity"},
+    )
+    stimulation = group.create_array(
+        "stimulation", shape=(n_steps, n_neurons), chunks=(chunk_steps, n_neurons), dtype="uint8",
+        compressors=_BINARY_COMPRESSORS, dimension_names=["time", "neuron"],
+        attributes={"description": "1 where a neuron was stimulated on a clamped step"},
+    )
+    clamped = group.create_array(
+        "clamped", shape=(n_steps,), chunks=(chunk_steps,), dtype="bool",
+        compressors=_BINARY_COMPRESSORS, dimension_names=["time"],
+        attributes={"description": "True on the steps where the design clamped"},
+    )
+    return StoredTrajectory(activity, stimulation, clamped)
+
+
+def fsync_paths(paths, stop_at=None) -> None:
+    """Flush ``paths`` and their directories (up to ``stop_at``, included) to disk; missing files are skipped."""
+    directories = set()
+    for path in paths:
+        for parent in path.parents:
+            directories.add(parent)
+            if stop_at is None or parent == stop_at:
+                break
+    for path in list(paths) + sorted(directories, key=lambda d: len(d.parts), reverse=True):
+        try:
+            descriptor = os.open(path, os.O_RDONLY)
+        except FileNotFoundError:  # an all-fill chunk that zarr chose not to write
+            continue
+        try:
+            os.fsync(descriptor)
+        finally:
+            os.close(descriptor)
+
+
 class SeedStore:
     """One seed's part of a run store: trajectory arrays, checkpoint slots, estimates."""
 
@@ -211,6 +332,7 @@ class SeedStore:
         self.group = group
         self.directory = None if local_path is None else local_path / group.path
         self._unsynced = []
+        self._trajectory = None
 
     def _fsync_written(self, extra_directories=()):
         """Flush to disk the files written since the last checkpoint (local stores only)."""
@@ -219,28 +341,34 @@ class SeedStore:
         paths = list(self._unsynced)
         for directory in extra_directories:
             paths.extend(p for p in directory.rglob("*") if p.is_file() and not p.name.endswith(".partial"))
-        for path in paths + sorted({p.parent for p in paths}):
-            try:
-                descriptor = os.open(path, os.O_RDONLY)
-            except FileNotFoundError:  # an all-fill chunk that zarr chose not to write
-                continue
-            try:
-                os.fsync(descriptor)
-            finally:
-                os.close(descriptor)
+        fsync_paths(paths, stop_at=self.directory)
         self._unsynced.clear()
 
+    def trajectory_arrays(self) -> StoredTrajectory:
+        """The seed's trajectory arrays, opened once (each open reads metadata from the store)."""
+        if self._trajectory is None:
+            self._trajectory = StoredTrajectory(*(self.group[name] for name in StoredTrajectory._fields))
+        return self._trajectory
+
     def write_trajectory(self, start, activity, stimulation, clamped):
+        """Write rows ``start:start + len(activity)`` (any real dtypes; cast to the stored ones) and flush them.
+
+        Called on the background writer thread, so the casts, the compression and the
+        ``fsync`` of the chunk files overlap the simulation of the next chunk; a
+        checkpoint that counts these rows is written only after this returns.
+        """
+        stored = self.trajectory_arrays()
         stop = start + activity.shape[0]
-        self.group["activity"][start:stop] = activity
-        self.group["stimulation"][start:stop] = stimulation
-        self.group["clamped"][start:stop] = clamped
+        stored.activity[start:stop] = activity.astype(stored.activity.dtype, copy=False)
+        stored.stimulation[start:stop] = stimulation.astype(stored.stimulation.dtype, copy=False)
+        stored.clamped[start:stop] = clamped.astype(stored.clamped.dtype, copy=False)
         if self.directory is not None:
-            chunk_rows = self.group["activity"].chunks[0]
-            for index in range(start // chunk_rows, -(-stop // chunk_rows)):
-                for name in ("activity", "stimulation"):
-                    self._unsynced.append(self.directory / name / "c" / str(index) / "0")
-                self._unsynced.append(self.directory / "clamped" / "c" / str(index))
+            chunk_rows = stored.activity.chunks[0]
+            chunks = range(start // chunk_rows, -(-stop // chunk_rows))
+            paths = [self.directory / name / "c" / str(index) / "0"
+                     for index in chunks for name in ("activity", "stimulation")]
+            paths += [self.directory / "clamped" / "c" / str(index) for index in chunks]
+            fsync_paths(paths, stop_at=self.directory)
 
     def _slot_record(self, slot):
         if slot not in self.group:
@@ -369,34 +497,13 @@ class RunStore:
 
     def _create(self, parameters, A):
         n = A.shape[0]
-        connectivity = self.group.create_array(
-            "connectivity", shape=(n, n), dtype="float64", dimension_names=["target", "source"],
-            attributes={"description": "ground-truth A; entry [j, i] is the weight from source i onto target j"},
-        )
-        connectivity[...] = A
+        write_connectivity(self.group, A)
         save = parameters["save_trajectory"]
         n_steps, chunk_steps = parameters["n_steps"], parameters["chunk_steps"]
         for seed in parameters["seeds"]:
             seed_group = self.group.create_group(f"seed_{seed}", attributes={"seed": seed})
             if save:
-                seed_group.create_array(
-                    "activity", shape=(n_steps, n), chunks=(chunk_steps, n), dtype=parameters["dtype"],
-                    compressors=_TRAJECTORY_COMPRESSORS,
-                    dimension_names=["time", "neuron"], fill_value=np.nan,
-                    attributes={"description": "state x_t after any clamp; sigmoid output in [0, 1]",
-                                "units": "dimensionless activity"},
-                )
-                seed_group.create_array(
-                    "stimulation", shape=(n_steps, n), chunks=(chunk_steps, n), dtype="uint8",
-                    compressors=_TRAJECTORY_COMPRESSORS,
-                    dimension_names=["time", "neuron"],
-                    attributes={"description": "1 where a neuron was stimulated on a clamped step"},
-                )
-                seed_group.create_array(
-                    "clamped", shape=(n_steps,), chunks=(chunk_steps,), dtype="bool",
-                    dimension_names=["time"],
-                    attributes={"description": "True on the steps where the design clamped"},
-                )
+                create_trajectory(seed_group, n_steps, n, chunk_steps, parameters["dtype"])
         # The attributes go last: a store killed while being created is not mistaken for a run.
         self.group.attrs.update({
             "streamcausal": {"schema_version": SCHEMA_VERSION, "kind": "run",
@@ -450,10 +557,10 @@ def check_run_location(store, mode="w-"):
         if not isinstance(header, dict) or "schema_version" not in header:
             raise StoreError(f"store {where} is not a streamcausal run store (no 'streamcausal' attributes)")
         version = header["schema_version"]
-        if version != SCHEMA_VERSION:
+        if version not in READABLE_SCHEMAS:
             raise StoreError(
                 f"store {where} has schema version {version!r}; this streamcausal "
-                f"(version {__version__}) reads schema {SCHEMA_VERSION}"
+                f"(version {__version__}) reads schemas {', '.join(map(str, READABLE_SCHEMAS))}"
             )
         if header.get("kind") != "run":
             raise StoreError(f"store {where} holds a {header.get('kind')!r}, not a run")
@@ -543,11 +650,11 @@ class StoreReader:
             raise StoreError(f"{reader.where!r} is not a streamcausal run store "
                              "(no 'streamcausal' run attributes)")
         version = reader.header.get("schema_version")
-        if version != SCHEMA_VERSION:
+        if version not in READABLE_SCHEMAS:
             raise StoreError(f"store {reader.where!r} has schema version {version!r}; "
-                             f"this streamcausal reads schema {SCHEMA_VERSION}")
-        if not reader.has_array("connectivity"):
-            raise StoreError(f"store {reader.where!r} has no 'connectivity' array")
+                             f"this streamcausal reads schemas {', '.join(map(str, READABLE_SCHEMAS))}")
+        if not (reader.has_array("connectivity") or reader.has_group("connectivity_sparse")):
+            raise StoreError(f"store {reader.where!r} has no 'connectivity' array (nor 'connectivity_sparse' group)")
         return reader
 
     @property
@@ -586,11 +693,26 @@ class StoreReader:
             return None
 
     def connectivity(self):
-        """The stored true ``connectivity`` array, or None."""
-        return self.group["connectivity"][...] if self.has_array("connectivity") else None
+        """The stored true connectivity ``[target, source]``, or None.
+
+        A dense ndarray from array ``connectivity``, or a ``scipy.sparse.csc_array`` from
+        group ``connectivity_sparse`` (a run of a scipy.sparse ``A``).
+        """
+        return read_connectivity(self.group)
 
     def has_trajectory(self, seed) -> bool:
         return self.has_array(f"seed_{seed}/activity")
+
+    def trajectory(self, seed) -> StoredTrajectory | None:
+        """Seed ``seed``'s saved trajectory as lazily decoded Zarr arrays, or None when none was saved.
+
+        Slicing decodes only the chunks it touches, e.g. ``trajectory(0).activity[t0:t1]``;
+        the arrays go as they are to :func:`streamcausal.estimate`. Schema 1 and 2 stores
+        have the same arrays (only their codecs differ), so this reads both.
+        """
+        if not all(self.has_array(f"seed_{seed}/{name}") for name in StoredTrajectory._fields):
+            return None
+        return StoredTrajectory(*(self.group[f"seed_{seed}/{name}"] for name in StoredTrajectory._fields))
 
     def estimates(self, path=None) -> Estimates | None:
         """The estimates in group ``path`` (one with an ``effect`` array), or None.
@@ -636,17 +758,15 @@ def write_estimates(store, moments, *, path="", attrs=None, connectivity=None, n
     ``undefined`` (bool) and ``count``; ``attrs`` are added to the group's attributes.
     ``new=True`` creates ``store`` afresh (replacing whatever Zarr store is there: check
     it with :func:`check_new_store` first) and writes ``connectivity``, when given, at
-    its root; otherwise ``store`` must exist and is opened for writing. Returns ``path``.
+    its root (dense, or ``connectivity_sparse`` for a scipy.sparse one); otherwise
+    ``store`` must exist and is opened for writing. Returns ``path``.
     """
     group = _open_for_estimates(store, new)
     written = _estimate_arrays(group, moments, path)
     if attrs:
         written.attrs.update(attrs)
     if connectivity is not None:
-        connectivity = np.asarray(connectivity, dtype=np.float64)
-        array = group.create_array("connectivity", shape=connectivity.shape, dtype="float64",
-                                   dimension_names=["target", "source"], overwrite=True)
-        array[...] = connectivity
+        write_connectivity(group, connectivity)
     return path
 
 
