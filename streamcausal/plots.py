@@ -35,6 +35,7 @@ __all__ = [
     "plot_volcano",
     "plot_peristimulus",
     "plot_self_response",
+    "plot_source_errors",
 ]
 
 POSITIVE_COLOUR = "#b40426"  # the red end of "coolwarm"
@@ -1150,6 +1151,70 @@ def plot_self_response(response, stderr=None, *, ids=None, order="value", ax=Non
     if handles and own_figure:  # below the axes: the points span the whole width
         fig.legend(handles=handles, loc="outside lower center", ncols=len(handles), fontsize=9, frameon=False)
     elif handles:
+        ax.legend(fontsize=8.5, loc="best", framealpha=0.85)
+    if title is not None:
+        ax.set_title(title)
+    return fig
+
+
+def plot_source_errors(mean_se, target_se=None, *, ids=None, ax=None, title="Which sources still need samples"):
+    """Each source's mean standard error (over its edges) as a bar, against an optional target.
+
+    Parameters
+    ----------
+    mean_se : array_like, shape (n_sources,)
+        Per source (a column of ``stderr``, ``[target, source]``, averaged); NaN (not
+        estimable yet) is drawn as a grey mark at the top.
+    target_se : float, optional
+        Drawn as a dashed line; sources above it (still needing samples) are red, the
+        others blue.
+    ids : sequence, optional
+        Source ids for the ticks (shown up to 40 sources).
+    ax : matplotlib Axes, optional
+    title : str, optional
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
+    mean_se = _check_no_inf(_as_real_array(mean_se, "mean_se", "1-D numeric array"), "mean_se")
+    if mean_se.ndim != 1 or mean_se.size == 0:
+        raise ValueError(f"mean_se must be a non-empty 1-D array (one value per source), got shape {mean_se.shape}")
+    if target_se is not None:
+        target_se = check_real(target_se, "target_se")
+        if target_se <= 0:
+            raise ValueError(f"target_se must be > 0, got {target_se!r}")
+    ids = _check_ids(ids, mean_se.size, "ids")
+    _check_ax(ax)
+    _check_title(title)
+    count = mean_se.size
+    fig, ax = _new_axes(ax, (max(6.4, min(12.0, 2.5 + 0.18 * count)), 4.2))
+    x = np.arange(count)
+    defined = np.isfinite(mean_se)
+    values = np.where(defined, mean_se, 0.0)
+    above = defined & (values > target_se) if target_se is not None else np.zeros(count, dtype=bool)
+    colours = np.where(above, POSITIVE_COLOUR, NEGATIVE_COLOUR)
+    ax.bar(x[defined], values[defined], color=colours[defined], width=0.8 if count <= 200 else 1.0, zorder=2)
+    top = float(values[defined].max()) if defined.any() else (target_se or 1.0)
+    if target_se is not None:
+        top = max(top, target_se)
+        ax.axhline(target_se, color="k", ls="--", lw=1.0, zorder=3,
+                   label=f"target {target_se:g}: {int(above.sum())} above, {int((defined & ~above).sum())} reached")
+    if (~defined).any():
+        ax.scatter(x[~defined], np.full(int((~defined).sum()), top), marker="v", color=NAN_COLOUR, zorder=3,
+                   label=f"not estimable yet ({int((~defined).sum())})")
+    ax.set_ylim(0, top * 1.1)
+    ax.set_xlabel("Source", fontsize=11)
+    ax.set_ylabel("Mean SE of its edges", fontsize=11)
+    if count <= _MAX_LABELLED:
+        ax.set_xticks(x)
+        ax.set_xticklabels([str(ids[k]) if ids is not None else str(k) for k in range(count)],
+                           rotation=90 if count > 12 else 0, fontsize=8 if count > 20 else 9)
+    else:
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlim(-0.7, count - 0.3)
+    ax.grid(True, axis="y", alpha=0.25)
+    if ax.get_legend_handles_labels()[0]:
         ax.legend(fontsize=8.5, loc="best", framealpha=0.85)
     if title is not None:
         ax.set_title(title)
