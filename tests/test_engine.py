@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import math
 
-import numba
 import numpy as np
 import pytest
 from reference import (
@@ -422,7 +421,10 @@ def test_default_trajectory_follows_the_model():
         trajectory = simulate(A5, 20_000, design=design, seed=21, chunk_steps=999)
         x = trajectory.activity
         clamped = trajectory.clamped
-        assert np.array_equal(x[0] * 0, np.zeros(5))
+        # x[0] = 0 before any clamp: row 0 is step 0's clamp (0 where not stimulated), or 0 unclamped
+        assert clamped[0] == hasattr(design, "p")
+        assert np.array_equal(x[0], trajectory.stimulation[0])
+        assert set(np.unique(x[0])) <= {0.0, 1.0}
         computed = ~clamped[1:]  # x_{t+1} computed from x_t unless step t+1 was clamped
         if getattr(design, "clamp", "all") == "stimulated":
             computed = np.ones_like(computed)
@@ -463,37 +465,73 @@ def test_orientation_is_target_source():
 # =========================================================================== determinism
 
 
-def _thread_counts():
-    return [1, 2] if numba.config.NUMBA_NUM_THREADS >= 2 else [1]
+# A child process with NUMBA_NUM_THREADS fixed before Numba starts: it runs every case (twice
+# without a store: the same bits on a second call) and prints the sha256 of each case's moments and, with a
+# store, of its saved trajectory. The n = 150 cases take the BLAS branch of the clamp-all
+# kernels (n * n > 16384) and the two-way split of the BLAS product (>= 1024 samples).
+THREADS_CHILD = """
+import hashlib, json, sys
+import numba, numpy as np, zarr
+import streamcausal as sc
+from streamcausal import Observation, Perturbation
+
+CASES = {
+    "tutorial": (6, 50_000, Perturbation(), None, False),
+    "every3": (6, 30_000, Perturbation(every=3, p=0.3), None, False),
+    "stimulated": (6, 30_000, Perturbation(clamp="stimulated"), None, False),
+    "observation": (6, 30_000, Observation(), None, False),
+    "n80": (80, 6_000, Perturbation(), None, False),
+    "n150": (150, 10_001, Perturbation(), 5_000, False),
+    "n150-trajectory": (150, 6_001, Perturbation(), 4_097, True),
+    "n150-observation-trajectory": (150, 2_051, Observation(), 1_025, True),
+}
+digests = {}
+for name, (n, n_steps, design, chunk_steps, save) in CASES.items():
+    A = sc.create_connectivity(n, random_state=1)
+    for call in range(1 if save else 2):
+        store = sc.Store(f"{sys.argv[1]}/{name}-{call}.zarr", save_trajectory=True) if save else None
+        result = sc.run(A, n_steps, design=design, seed=3, chunk_steps=chunk_steps, store=store)
+        digest = hashlib.sha256()
+        for key, value in sorted(result.moments.to_arrays().items()):
+            digest.update(key.encode() + np.ascontiguousarray(value).tobytes())
+        if save:
+            group = zarr.open_group(f"{sys.argv[1]}/{name}-{call}.zarr", mode="r")["seed_3"]
+            for key in ("activity", "stimulation", "clamped"):
+                digest.update(key.encode() + group[key][...].tobytes())
+        digests.setdefault(name, []).append(digest.hexdigest())
+print(json.dumps({"threads": numba.get_num_threads(), "digests": digests}))
+"""
 
 
-@pytest.mark.parametrize(
-    "n, n_steps, design",
-    [
-        (6, 50_000, Perturbation()),
-        (6, 30_000, Perturbation(every=3, p=0.3)),
-        (6, 30_000, Perturbation(clamp="stimulated")),
-        (6, 30_000, Observation()),
-        (80, 6_000, Perturbation()),
-    ],
-    ids=["tutorial", "every3", "stimulated", "observation", "n80"],
-)
-def test_default_mode_is_bit_identical_across_threads_and_calls(n, n_steps, design):
-    if numba.config.NUMBA_NUM_THREADS < 2:
-        pytest.skip("needs NUMBA_NUM_THREADS >= 2")
-    A = create_connectivity(n, random_state=1)
-    before = numba.get_num_threads()
-    results = []
-    try:
-        for threads in (1, 2, 1, 2):
-            numba.set_num_threads(threads)
-            results.append(run(A, n_steps, design=design, seed=3))
-    finally:
-        numba.set_num_threads(before)
-    assert numba.get_num_threads() == before
-    for other in results[1:]:
-        assert_moments_bit_equal(other.moments, results[0].moments)
-    assert_moments_bit_equal(run(A, n_steps, design=design, seed=3).moments, results[0].moments)
+@pytest.mark.subprocess
+def test_default_mode_is_bit_identical_across_threads_and_calls(tmp_path):
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = tmp_path / "threads.py"
+    script.write_text(THREADS_CHILD)
+    repo = str(Path(__file__).resolve().parents[1])
+    children = {}
+    for threads in (1, 2):  # two threads even on a one-core machine: the test cannot skip
+        env = dict(os.environ, NUMBA_NUM_THREADS=str(threads),
+                   PYTHONPATH=os.pathsep.join(filter(None, [repo, os.environ.get("PYTHONPATH")])))
+        where = tmp_path / f"threads{threads}"
+        where.mkdir()
+        children[threads] = subprocess.Popen([sys.executable, str(script), str(where)], stdout=subprocess.PIPE,
+                                             stderr=subprocess.PIPE, text=True, env=env)
+    outcomes = {}
+    for threads, child in children.items():
+        out, err = child.communicate(timeout=300)
+        assert child.returncode == 0, err
+        outcomes[threads] = json.loads(out.strip().splitlines()[-1])
+        assert outcomes[threads]["threads"] == threads
+    assert len(outcomes[1]["digests"]) == 8
+    for name, calls in outcomes[1]["digests"].items():
+        assert calls == calls[:1] * len(calls), f"{name}: a second call in the same process differs"
+        assert outcomes[2]["digests"][name] == calls, f"{name}: 2 threads differ from 1"
 
 
 def test_seeds_give_different_results():
