@@ -16,6 +16,7 @@ import os
 import time
 from concurrent.futures import ThreadPoolExecutor
 
+import numba
 import numpy as np
 
 from .._validation import check_callable, check_flag, check_int, check_numeric_dtype, describe
@@ -32,11 +33,15 @@ _MAX_ALIGNED_VALUES = 2**24
 _MAX_LISTED = 20
 # Pairs are reduced in batches of about this many values per side (2 MB of float64).
 _BATCH_VALUES = 2**18
-# Read the next window in a thread while this one is reduced: True, False, or None for
-# "when some array is not in memory and at least _READ_AHEAD_CPUS CPUs are available".
-# On 2 CPUs shared with multithreaded BLAS the extra thread measured no faster (often slower).
+# Read the next window in a thread while this one is reduced: True, False (the sequential
+# path), or None for "when some array is not in memory and at least _READ_AHEAD_CPUS CPUs
+# are available". The benchmarks and tests switch it to compare the two paths.
 _READ_AHEAD = None
-_READ_AHEAD_CPUS = 4
+_READ_AHEAD_CPUS = 2
+# Cores left to the reader thread: while it runs, the caller's Numba kernels use this many
+# threads fewer (at least one). Numba's OpenMP threads spin while they wait, so on 2 cores
+# a 2-thread reduction and the reader slow each other down (measured: benchmarks/bench_estimate.py).
+_READER_CORES = 1
 
 
 # --------------------------------------------------------------------------- array sources
@@ -107,6 +112,66 @@ class _Source:
         if self.kind == "array":
             return f"{type(self.array).__module__}.{type(self.array).__name__} ({shape} {self.dtype})"
         return f"numpy array ({shape} {self.dtype})"
+
+
+class _ReadAhead:
+    """``read(key)`` for each key in order, each read in a background thread while the caller uses the one before.
+
+    Iterating yields ``read(key)`` for every key. With ``threaded``, one thread
+    ("streamcausal-read") reads the next key while the caller works on the current one,
+    so at most two windows are held. One thread: HDF5 serialises every call on a file
+    anyway (h5py's lock), while zarr and h5py release the GIL as they decompress. An
+    exception in ``read`` reaches the caller unchanged (same object, type and message)
+    when it asks for that key, after every earlier key was yielded, as on the sequential
+    path. Leaving the ``with`` block, normally, on an error or on KeyboardInterrupt,
+    cancels what is queued and joins the thread (waiting for a read in progress), so no
+    thread outlives the call. While the thread runs, the caller's Numba kernels run on
+    ``_READER_CORES`` threads fewer. Without ``threaded`` each key is read when it is
+    asked for: the sequential path.
+    """
+
+    def __init__(self, read, keys, *, threaded: bool):
+        self.read, self.keys, self.threaded = read, list(keys), bool(threaded)
+        self.pool = None
+        self.numba_threads = None
+
+    def __enter__(self):
+        if self.threaded and self.keys:
+            self.numba_threads = numba.get_num_threads()  # this thread's own setting
+            numba.set_num_threads(max(1, min(self.numba_threads, _available_cpus() - _READER_CORES)))
+            self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="streamcausal-read")
+        return self
+
+    def __exit__(self, *exc_info):
+        if self.pool is not None:
+            self.pool.shutdown(wait=True, cancel_futures=True)
+            self.pool = None
+        if self.numba_threads is not None:
+            numba.set_num_threads(self.numba_threads)
+            self.numba_threads = None
+        return False
+
+    def __iter__(self):
+        if self.pool is None:
+            for key in self.keys:
+                yield self.read(key)
+            return
+        pending = self.pool.submit(self.read, self.keys[0])
+        for following in self.keys[1:] + [None]:
+            value = pending.result()  # re-raises the reader's exception
+            pending = None
+            if following is not None:  # read the next window while this one is used
+                pending = self.pool.submit(self.read, following)
+            yield value
+            value = None  # hold no more than the next window while waiting for it
+
+
+def _read_ahead_by_default(sources) -> bool:
+    """Whether to read ahead: ``_READ_AHEAD``, or when an array is not in memory and CPUs allow."""
+    if _READ_AHEAD is not None:
+        return bool(_READ_AHEAD)
+    stored = any(source.kind not in ("numpy", "memmap") for source in sources)
+    return stored and _available_cpus() >= _READ_AHEAD_CPUS
 
 
 def _available_cpus() -> int:
@@ -387,8 +452,11 @@ def estimate(
     Windows of ``chunk_steps`` rows are read in order, each row of each array once; pairs
     that straddle two windows use the last ``lag`` rows of the previous window. The pairs
     are reduced in small float64 batches by :func:`~streamcausal.moments.chunk_moments` and
-    merged in order. With 4 or more CPUs and arrays not in memory, the next window is
-    read in a thread while the current one is reduced. A memmap's pages stay in the page
+    merged in order. When an array is not in memory (Zarr, HDF5, Dask) and there are 2 or
+    more CPUs, one thread reads the next window while the current one is reduced, and the
+    reduction's Numba kernels leave it a core; the estimate is bit-identical to reading
+    one window after the other. At most two windows are held. A reader's error is raised
+    here unchanged, and no thread outlives the call. A memmap's pages stay in the page
     cache and may count towards RSS; the process's own allocations do not grow with ``T``.
 
     Raises
@@ -478,50 +546,41 @@ def estimate(
         return s, e, blocks
 
     carried = {id(source): (0, None) for source in input_sources}
-    read_ahead = _READ_AHEAD
-    if read_ahead is None:
-        read_ahead = _available_cpus() >= _READ_AHEAD_CPUS and any(
-            source.kind not in ("numpy", "memmap") for source in sources
-        )
-    workers = ThreadPoolExecutor(max_workers=1, thread_name_prefix="streamcausal-read") if read_ahead else None
-    try:
-        pending = workers.submit(read_window, 0) if workers is not None else None
-        for w in range(n_windows):
-            if workers is None:
-                s, e, blocks = read_window(w)
-            else:
-                s, e, blocks = pending.result()
-                if w + 1 < n_windows:  # read the next window while this one is reduced
-                    pending = workers.submit(read_window, w + 1)
-            lo, hi = max(s - lag, 0), e - lag
-            pieces = {}
-            for source in input_sources:
-                if carry_mode:
-                    row0, tail = carried[id(source)]
-                    block = blocks[id(source)]
-                    pieces[id(source)] = ([(row0, tail)] if tail is not None else []) + [(s, block)]
-                    keep_from = max(e - lag, 0)  # the next window's first input row
-                    if keep_from >= s:
-                        carried[id(source)] = (keep_from, block[keep_from - s :].copy())
-                    else:  # a window shorter than lag: keep part of the old tail too
-                        carried[id(source)] = (keep_from, np.concatenate([tail[keep_from - row0 :], block]))
-                elif hi > lo:
-                    pieces[id(source)] = [(lo, blocks[("direct", id(source))])]
-            if hi > lo:
-                mask_pieces = pieces[id(selection.mask)] if selection.mask is not None else None
-                selected = selection.select(lo, hi, mask_pieces)
-                input_pieces = pieces[id(inputs_source)]
-                output_pieces = [(s, blocks[id(activity)])]
-                for b in range(0, len(selected), batch_rows):
-                    moments, dropped = fold(input_pieces, output_pieces, selected[b : b + batch_rows])
-                    skipped += dropped
-                    if moments is not None:
-                        total += moments
+
+    def reduce_window(s, e, blocks):
+        """Fold the pairs whose outcome rows are [s, e); a function, so that the window is let go on return."""
+        nonlocal total, skipped
+        lo, hi = max(s - lag, 0), e - lag
+        pieces = {}
+        for source in input_sources:
+            if carry_mode:
+                row0, tail = carried[id(source)]
+                block = blocks[id(source)]
+                pieces[id(source)] = ([(row0, tail)] if tail is not None else []) + [(s, block)]
+                keep_from = max(e - lag, 0)  # the next window's first input row
+                if keep_from >= s:
+                    carried[id(source)] = (keep_from, block[keep_from - s :].copy())
+                else:  # a window shorter than lag: keep part of the old tail too
+                    carried[id(source)] = (keep_from, np.concatenate([tail[keep_from - row0 :], block]))
+            elif hi > lo:
+                pieces[id(source)] = [(lo, blocks[("direct", id(source))])]
+        if hi > lo:
+            mask_pieces = pieces[id(selection.mask)] if selection.mask is not None else None
+            selected = selection.select(lo, hi, mask_pieces)
+            input_pieces = pieces[id(inputs_source)]
+            output_pieces = [(s, blocks[id(activity)])]
+            for b in range(0, len(selected), batch_rows):
+                moments, dropped = fold(input_pieces, output_pieces, selected[b : b + batch_rows])
+                skipped += dropped
+                if moments is not None:
+                    total += moments
+
+    with _ReadAhead(read_window, range(n_windows), threaded=_read_ahead_by_default(sources)) as windows:
+        for s, e, blocks in windows:
+            reduce_window(s, e, blocks)
+            del blocks  # hold only the window being read while waiting for it
             if progress is not None:
                 progress(Progress(e, n_steps, samples=total.count))
-    finally:
-        if workers is not None:
-            workers.shutdown(wait=True, cancel_futures=True)
 
     parameters = {
         "source": "recording",
