@@ -524,8 +524,6 @@ class Follower:
         self._last_publish = 0.0
         if output is not None:
             self._open_output(output, mode)
-        self._started = time.monotonic()
-        self._rows_at_start = self.rows_consumed
         self._publish()
 
     # ------------------------------------------------------------------ properties
@@ -539,6 +537,11 @@ class Follower:
     def state(self) -> LiveState:
         """The latest published :class:`LiveState`."""
         return self._state
+
+    @property
+    def current_slot(self) -> str | None:
+        """The output group that holds the newest complete estimates and checkpoint (None before the first write)."""
+        return self._current_slot
 
     @property
     def where(self) -> str:
@@ -792,7 +795,7 @@ class Follower:
                 stop.wait(interval)
                 if stop.is_set():
                     reason = "stopped"
-        self.write(force=self._current_slot is None)
+        self.write(force=True)
         return reason
 
 
