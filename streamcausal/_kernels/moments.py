@@ -325,3 +325,79 @@ def _blocked_moments(U, V, n_samples, block_size, moments):
         patterns = np.empty((hi - lo, groups), dtype=np.int64)
         _block_moments(U, V, lo, hi, _block_part(blocks, b), tables, patterns)
     return _merge_blocks(n_samples, block_size, blocks, moments)
+
+
+_TILE_OUTPUTS = 32  # outputs per tile of _stimulated_moments: a tile's centred copy stays near the core
+
+
+@parallel_kernel
+def _stimulated_moments(stimulated, outputs, count, moments):
+    """Moments of ``count`` samples whose inputs are 0/1 and mostly 0, at O(ones x n_out) for the co-moment.
+
+    ``stimulated`` (n_in, >= count) uint8 holds input i's 0/1 values along the samples;
+    ``outputs`` (>= count, n_out) is time-major and left unchanged. With dv the centred
+    outputs, the two-pass co-moment of 0/1 inputs is
+    ``sum_t dv[t, j] (u[t, i] - mean_u[i]) = sum_{t: u[t, i] = 1} dv[t, j] - mean_u[i] sum_t dv[t, j]``,
+    whose last sum is zero up to rounding (kept, so this is the two-pass sum in another
+    order). Outputs are cut into tiles of ``_TILE_OUTPUTS`` that run in parallel: each
+    tile is centred once into a compact copy, then each input adds the rows of its ones.
+    m2_u[i] = c_i (1 - mean_u[i])**2 + (count - c_i) mean_u[i]**2 with c_i the ones.
+    Every sum runs in a fixed order (samples in increasing order), so the bits never
+    depend on the thread count.
+    """
+    mean_u, mean_v, m2_u, m2_v, comoment = moments
+    n_in = stimulated.shape[0]
+    n_out = outputs.shape[1]
+    ones = np.empty(n_in, dtype=np.int64)
+    for i in prange(n_in):
+        flags = stimulated[i]
+        c = 0
+        for t in range(count):
+            c += np.int64(flags[t] != 0)
+        ones[i] = c
+    first = np.zeros(n_in + 1, dtype=np.int64)  # input i's ones are samples[first[i]:first[i + 1]]
+    for i in range(n_in):
+        first[i + 1] = first[i] + ones[i]
+    samples = np.empty(first[n_in], dtype=np.int32)
+    for i in prange(n_in):
+        flags = stimulated[i]
+        k = first[i]
+        for t in range(count):
+            if flags[t] != 0:
+                samples[k] = t
+                k += 1
+        mean_u[i] = ones[i] / count
+        m2_u[i] = ones[i] * (1.0 - mean_u[i]) ** 2 + (count - ones[i]) * mean_u[i] ** 2
+    n_tiles = (n_out + _TILE_OUTPUTS - 1) // _TILE_OUTPUTS
+    for tile in prange(n_tiles):
+        j0 = tile * _TILE_OUTPUTS
+        width = min(_TILE_OUTPUTS, n_out - j0)
+        centred = np.empty((count, width))
+        sums = np.zeros(width)
+        for t in range(count):
+            row = outputs[t]
+            for c in range(width):
+                sums[c] += row[j0 + c]
+        for c in range(width):
+            sums[c] /= count
+        squares = np.zeros(width)
+        residual = np.zeros(width)
+        for t in range(count):
+            row = outputs[t]
+            d = centred[t]
+            for c in range(width):
+                d[c] = row[j0 + c] - sums[c]
+                squares[c] += d[c] * d[c]
+                residual[c] += d[c]
+        for c in range(width):
+            mean_v[j0 + c] = sums[c]
+            m2_v[j0 + c] = squares[c]
+        acc = np.empty(width)
+        for i in range(n_in):
+            acc[:] = 0.0
+            for k in range(first[i], first[i + 1]):
+                d = centred[samples[k]]
+                for c in range(width):
+                    acc[c] += d[c]
+            for c in range(width):
+                comoment[j0 + c, i] = acc[c] - mean_u[i] * residual[c]

@@ -16,7 +16,11 @@ Samples of the clamp-all design
 Every clamp resets the whole state, so samples are i.i.d.: :func:`_clamp_all_samples`
 and :func:`_clamp_all_moments` simulate a chunk's samples in parallel blocks whose
 draws are laid out in advance (see :mod:`.rng`), and :func:`_sequential_chunk` draws
-the very same samples one step at a time.
+the very same samples one step at a time. When few sources are stimulated per sample,
+:func:`_clamp_all_stimulated_samples` gives the same samples (bit for bit) at a cost
+of O(stimulated x targets) per sample for the drive instead of O(n^2), and hands
+the stimulation on as 0/1 bytes, one row per source, for
+:func:`.moments._stimulated_moments`.
 """
 
 from __future__ import annotations
@@ -321,6 +325,62 @@ def _clamp_all_moments(tiles, p, coin_words, key_samples, n_samples, block_size,
         _transpose_into(V, count, Vs, 0)
         _block_moments(Us, Vs, 0, count, _block_part(blocks, block), tables[thread], patterns[thread])
     return _merge_blocks(n_samples, block_size, blocks, moments)
+
+
+# --- Clamp-all samples when few sources are stimulated ----------------------------------------
+@kernel
+def _stimulated_drive(network, count, U, rows, stimulated, lo):
+    """rows[r] = A @ U[:, r] for r < count, from the stimulated sources' columns only; records them.
+
+    ``U`` (n, >= count) is a block's 0/1 stimulation, feature-major; ``rows`` (>= count, n)
+    is time-major. Sources are visited in increasing order, so each rows[r, j] adds its
+    weights from 0 in the order :func:`_block_drive` adds them; the terms that one adds
+    besides (w * 0) are exact zeros, so the bits are the same. ``stimulated[i, lo + r]``
+    gets U[i, r] as 0 or 1.
+    """
+    col_ptr, row_idx, weights = network
+    n = U.shape[0]
+    for r in range(count):
+        rows[r, :] = 0.0
+    for i in range(n):
+        Ui = U[i]
+        flags = stimulated[i]
+        first, end = col_ptr[i], col_ptr[i + 1]
+        for r in range(count):
+            on = Ui[r] != 0.0
+            flags[lo + r] = np.uint8(on)
+            if on:
+                row = rows[r]
+                for k in range(first, end):
+                    row[row_idx[k]] += weights[k]
+
+
+@parallel_kernel
+def _clamp_all_stimulated_samples(network, p, coin_words, key_samples, n_samples, block_size, scratch, samples):
+    """The chunk's clamp-all samples as ``samples = (stimulated, outputs)``, for few stimulated sources.
+
+    ``stimulated`` (n, >= n_samples) uint8 gets each source's 0/1 stimulation along the
+    samples; ``outputs`` (>= n_samples, n) the outcomes, time-major. Both equal, bit for
+    bit, the inputs and outputs of :func:`_clamp_all_samples`: the same blocks and draws,
+    the drive by :func:`_stimulated_drive`, the same sigmoid applied time-major.
+    ``network``: compressed sparse columns; ``scratch``: :func:`_block_scratch` (its first two arrays).
+    """
+    floats, words = scratch[0], scratch[1]
+    stimulated, outputs = samples
+    n = outputs.shape[1]
+    n_blocks = (n_samples + block_size - 1) // block_size
+    for block in prange(n_blocks):
+        lo = block * block_size
+        count = min(block_size, n_samples - lo)
+        thread = numba.get_thread_id()
+        slot = floats[thread]
+        U, N = slot[0], slot[1]
+        noise = slot[2].reshape((block_size, n))  # the normals, time-major
+        _block_draws(_block_keys(key_samples, block), count, p, coin_words, U, N, words[thread])
+        _transpose_into(N, count, noise, 0)
+        rows = outputs[lo:lo + count]
+        _stimulated_drive(network, count, U, rows, stimulated, lo)
+        _block_sigmoid(n, rows, noise[:count])  # elementwise, so (count, n) works as (n, count) does
 
 
 # --- Any design, one step at a time ------------------------------------------------------------

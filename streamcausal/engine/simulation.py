@@ -10,13 +10,17 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .._kernels import moments as moment_kernels
 from .._kernels import network as kernels
 from .._validation import check_callable, check_connectivity, check_int, check_seed
 from ..designs import Observation, Perturbation, check_design
 from ..moments import CrossMoments, block_size, chunk_moments
 from ..moments.reduce import BLAS_PAIRS
 
-__all__ = ["RNG_MODES", "Simulation", "Trajectory", "check_simulation_arguments", "default_chunk_steps", "simulate"]
+__all__ = [
+    "RNG_MODES", "Simulation", "Trajectory", "check_simulation_arguments", "default_chunk_steps", "simulate",
+    "sparse_stimulation",
+]
 
 RNG_MODES = ("default", "legacy")
 
@@ -32,6 +36,29 @@ def default_chunk_steps(n_neurons: int) -> int:
     n = n_neurons
     return int(max(1024, min(2**19, max(2**22 // n, min(8192, 2**25 // n)))))
 
+
+
+# Sparse stimulation: at most this fraction of the sources stimulated per sample, and more than
+# SPARSE_MIN_NEURONS neurons (measured crossovers, see sparse_stimulation).
+SPARSE_MAX_P = 0.1
+SPARSE_MIN_NEURONS = 64
+
+
+def sparse_stimulation(design, n_neurons: int) -> bool:
+    """Whether a chunk's work follows the stimulated sources only (few of them per sample).
+
+    True for ``Perturbation`` designs with ``p <= SPARSE_MAX_P`` on more than
+    ``SPARSE_MIN_NEURONS`` neurons. Then a chunk's co-moment adds, for each source,
+    the centred outcomes of the samples that stimulated it
+    (``_kernels.moments._stimulated_moments``, O(p n^2) per sample instead of a dense
+    O(n^2) product), and under ``clamp="all"`` (default streams) the drive adds only the
+    stimulated sources' columns of ``A`` (``_kernels.network._clamp_all_stimulated_samples``).
+    The samples are the same, bit for bit; the moments differ from the dense path's by
+    rounding only. The rule depends on the design and ``n`` alone (never on the RNG mode
+    or on a trajectory being written), so a run's bits do not depend on how it is stored.
+    ``p = 0.5``, the tutorial's design, always takes the dense path.
+    """
+    return isinstance(design, Perturbation) and design.p <= SPARSE_MAX_P and n_neurons > SPARSE_MIN_NEURONS
 
 
 def check_simulation_arguments(A, n_steps, design, seed, chunk_steps, rng, progress=None):
@@ -90,6 +117,7 @@ class Simulation:
             self.every, self.p = design.every, design.p
             self.clamp_mode = kernels.CLAMP_ALL if design.clamp == "all" else kernels.CLAMP_STIMULATED
         self.block_size = block_size(self.n)
+        self.sparse = sparse_stimulation(design, self.n)
         self.state = np.zeros(self.n)
         state = np.random.RandomState(seed).get_state()  # the legacy stream, see _kernels.rng
         self.mt = np.array(state[1], dtype=np.uint32)
@@ -99,6 +127,8 @@ class Simulation:
         max_samples = min(chunk_steps, n_steps)
         self.inputs = np.empty((max_samples, self.n))
         self.outputs = np.empty((max_samples, self.n))
+        # With sparse stimulation: each source's 0/1 stimulation along the chunk's samples.
+        self.stimulated = np.empty((self.n, max_samples), dtype=np.uint8) if self.sparse else None
         self._drive_tiles = self._scratch = None  # made on first use by _fast_setup
 
     def chunk_bounds(self, chunk):
@@ -119,10 +149,12 @@ class Simulation:
         """Run one chunk; return its moments. ``trajectory`` = (activity, stimulation, clamped) rows to fill.
 
         The clamp-all design's samples (default streams, no trajectory) come from the
-        parallel block kernels: for n * n <= ``BLAS_PAIRS`` folded into moments inside
-        the kernel, otherwise written to the chunk buffers for one BLAS product. Any
-        other case steps through ``_kernels.network._sequential_chunk``. Both give the same
-        samples and take their moments the same way, so the moments are bit-identical.
+        parallel block kernels: with :func:`sparse_stimulation` as stimulated sources and
+        outcomes, for their moments by stimulated sources; otherwise, for n * n <=
+        ``BLAS_PAIRS``, folded into moments inside the kernel, else written to the chunk
+        buffers for one BLAS product. Any other case steps through
+        ``_kernels.network._sequential_chunk``. All give the same samples and take their
+        moments the same way (:meth:`_buffer_moments`), so the moments are bit-identical.
         """
         start, stop = self.chunk_bounds(chunk)
         key_samples, key_other = self._keys(chunk)
@@ -137,6 +169,10 @@ class Simulation:
             if count == 0:
                 return CrossMoments(n, n)
             coin_words, tiles, scratch = self._fast_setup()
+            if self.sparse:
+                kernels._clamp_all_stimulated_samples(self.network, self.p, coin_words, key_samples, count, bs,
+                                                      scratch[:2], (self.stimulated, self.outputs))
+                return self._stimulated_moments(count)
             if not blas:
                 moments = (np.empty(n), np.empty(n), np.empty(n), np.empty(n), np.empty((n, n)))
                 kernels._clamp_all_moments(tiles, self.p, coin_words, key_samples, count, bs, scratch, moments)
@@ -146,8 +182,24 @@ class Simulation:
         if fast:  # n * n > BLAS_PAIRS here: the samples go to the chunk buffers for one BLAS product
             kernels._clamp_all_samples(tiles, self.p, coin_words, key_samples, count, bs, scratch[:2],
                                        (self.inputs, self.outputs))
-        # The buffers are scratch once the moments are taken, so they may be centred in place.
-        return chunk_moments(self.inputs[:count], self.outputs[:count], bs, overwrite=True)
+        return self._buffer_moments(count)
+
+    def _buffer_moments(self, count):
+        """Moments of the first ``count`` samples of the chunk buffers ``inputs`` and ``outputs``.
+
+        The buffers are scratch once the moments are taken, so they may be centred in place.
+        """
+        if self.sparse:
+            self.stimulated[:, :count] = self.inputs[:count].T != 0.0
+            return self._stimulated_moments(count)
+        return chunk_moments(self.inputs[:count], self.outputs[:count], self.block_size, overwrite=True)
+
+    def _stimulated_moments(self, count):
+        """Moments of ``count`` samples from the ``stimulated`` and ``outputs`` buffers, by stimulated source."""
+        n = self.n
+        moments = (np.empty(n), np.empty(n), np.empty(n), np.empty(n), np.empty((n, n)))
+        moment_kernels._stimulated_moments(self.stimulated, self.outputs, count, moments)
+        return CrossMoments.from_parts(count, *moments, validate=count < 2)
 
     def _sequential(self, start, stop, streams, trajectory=None, first_sample=0):
         """Steps [start, stop) by ``_sequential_chunk``, samples from row ``first_sample``; returns their count."""
@@ -165,7 +217,8 @@ class Simulation:
         if self._drive_tiles is None:
             self._drive_tiles = kernels._drive_tiles(self.network, self.n, self.block_size)
         if self._scratch is None:
-            self._scratch = kernels._block_scratch(self.n, self.block_size, moments=self.n * self.n <= BLAS_PAIRS)
+            fused = self.n * self.n <= BLAS_PAIRS and not self.sparse  # moments folded in by _clamp_all_moments
+            self._scratch = kernels._block_scratch(self.n, self.block_size, moments=fused)
         coin_words = (self.n + 63) // 64 if self.p == 0.5 else self.n
         return coin_words, self._drive_tiles, self._scratch
 
@@ -204,8 +257,7 @@ class Simulation:
             self.state[:] = activity[row]
             self._sequential(last_transition, stop, (False, key_samples, key_other, self.block_size),
                              (activity[row:], stimulation[row:], clamped[row:]), first_sample=count)
-        return chunk_moments(self.inputs[:count], self.outputs[:count], self.block_size, overwrite=True)
-
+        return self._buffer_moments(count)
 
 
 def simulate(A, n_steps, *, design=Perturbation(), seed=0, chunk_steps=None, rng="default"):
