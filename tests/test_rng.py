@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import math
 
 import numpy as np
@@ -21,6 +22,7 @@ from reference import (
     reference_ziggurat_tables,
 )
 
+from streamcausal import Observation, Perturbation
 from streamcausal._kernels import rng as kernels
 
 N_STAT = 10**6
@@ -278,3 +280,143 @@ def test_clamp_all_kernel_noise_is_standard_normal():
     assert ks < 5 / math.sqrt(noise.size) + 1e-4
     assert set(np.unique(trajectory.stimulation[::2])) == {0.0, 1.0}
     assert abs(trajectory.stimulation[::2].mean() - 0.5) < 5 * 0.5 / math.sqrt(400_000)
+
+
+# --------------------------------------------------------------------------- the default stream keying, pinned
+# Stores written today must resume bit for bit next year, so the way the default streams are
+# keyed and laid out is pinned here: chunk k of seed s draws from the two 64-bit words of
+# np.random.SeedSequence(s, spawn_key=(k,)).generate_state(2, np.uint64) = (key_samples,
+# key_other); the clamp-all design's sample m of a chunk takes its coins and normals from
+# block m // block_size(n), sample m % block_size(n) (streamcausal._kernels.rng's layout);
+# every other draw comes from the key_other stream in step order. The reference below builds
+# the trajectory from those rules with reference.py's pure-Python streams; only the sigmoid is
+# the kernel's own (its arithmetic is pinned against libm in test_kernels.py, and it is what
+# the trajectory holds).
+
+
+_RETRIES = {"tail": 0, "wedge_accepted": 0, "wedge_rejected": 0}
+
+
+def _clamp_all_draws(key_samples, m, p, n, block):
+    """Coins and normals of clamp-all sample m of a chunk, from its block's counter-based stream."""
+    b, r = divmod(m, block)
+    block_key = reference_stream_start(key_samples, b)
+    retry_key = reference_stream_start(key_samples, b | (1 << 63))
+    coin_words = (n + 63) // 64 if p == 0.5 else n
+    base = r * (coin_words + n)
+
+    def word(q):  # word q of the stream whose counter starts at block_key
+        return reference_mix64((block_key + (q + 1) * 0x9E3779B97F4A7C15) & ((1 << 64) - 1))
+
+    if p == 0.5:
+        coins = [float((word(base + (i >> 6)) >> (i & 63)) & 1) for i in range(n)]
+    else:
+        coins = [1.0 if float(word(base + i) >> 11) * 2.0**-53 < p else 0.0 for i in range(n)]
+    edges, inner, density = reference_ziggurat_tables()
+    normals = []
+    for j in range(n):
+        q = base + coin_words + j
+        bits = word(q)
+        layer, negative = bits & 0xFF, (bits >> 8) & 1
+        u = float(bits >> 11) * 2.0**-53
+        x = u * edges[layer]
+        if u >= inner[layer]:  # rejected at the first try: finished on sub-stream q of the retry key
+            retry = ReferenceStream(reference_stream_start(retry_key, q))
+            if layer == 0:
+                while True:
+                    xx = -math.log(1.0 - retry.uniform()) / edges[1]
+                    yy = -math.log(1.0 - retry.uniform())
+                    if yy + yy > xx * xx:
+                        break
+                x = edges[1] + xx
+                _RETRIES["tail"] += 1
+            else:
+                y = density[layer] + retry.uniform() * (density[layer + 1] - density[layer])
+                accepted = y < math.exp(-0.5 * x * x)
+                _RETRIES["wedge_accepted" if accepted else "wedge_rejected"] += 1
+                if not accepted:
+                    x, negative = retry.normal(), 0
+        normals.append(-x if negative else x)
+    return np.array(coins), np.array(normals)
+
+
+def reference_default_trajectory(A, n_steps, design, seed, chunk_steps, block):
+    """(activity, stimulation, clamped) of ``simulate(..., rng="default")`` from the keying rules above."""
+    from streamcausal._kernels.network import _sigmoid
+
+    n = A.shape[0]
+    every = getattr(design, "every", None)
+    clamp_all = every is not None and design.clamp == "all"
+    activity, stimulation = np.zeros((n_steps, n)), np.zeros((n_steps, n))
+    clamped = np.zeros(n_steps, dtype=bool)
+    state = np.zeros(n)
+    for chunk in range(-(-n_steps // chunk_steps)):
+        words = np.random.SeedSequence(seed, spawn_key=(chunk,)).generate_state(2, np.uint64)
+        key_samples, other = int(words[0]), ReferenceStream(int(words[1]))
+        m = 0
+        for t in range(chunk * chunk_steps, min((chunk + 1) * chunk_steps, n_steps)):
+            active = t + 1 < n_steps
+            is_clamp = active and every is not None and t % every == 0
+            if is_clamp:
+                if clamp_all:
+                    coins, noise = _clamp_all_draws(key_samples, m, design.p, n, block)
+                    state = coins.copy()
+                else:
+                    coins = np.array(other.coins(design.p, n))
+                    state = np.where(coins == 1.0, 1.0, state)
+                stimulation[t], clamped[t] = coins, True
+            activity[t] = state
+            if not active or (clamp_all and (t + 1) % every == 0 and t + 2 < n_steps):
+                continue  # the last step, or an outcome the next clamp overwrites: nothing drawn
+            if not (is_clamp and clamp_all):
+                noise = np.array(other.normals(n))
+            drive = np.zeros(n)
+            for i in range(n):  # sources in increasing order, as the kernels add them
+                if state[i] != 0.0:
+                    drive = drive + A[:, i] * state[i]
+            state = np.array([_sigmoid(drive[j] + noise[j]) for j in range(n)])
+            m += is_clamp or every is None
+    return activity, stimulation, clamped
+
+
+def _trajectory_digest(activity, stimulation, clamped):
+    return hashlib.sha256(activity.tobytes() + stimulation.tobytes() + clamped.tobytes()).hexdigest()
+
+
+# (n, n_steps, design, seed, chunk_steps) -> sha256 of the float64 activity, stimulation and bool
+# clamped bytes of reference_default_trajectory, computed once from the reference (2025, numpy
+# 2.4 SeedSequence). The n = 64 case has two sample blocks in a chunk (block_size(64) = 1024),
+# an odd chunk length (chunk 1 starts on an outcome, from the carried state) and an odd n_steps
+# (the last step is unclamped, drawn from key_other).
+PINNED_TRAJECTORIES = {
+    "tutorial-n64": ((64, 4203, "tutorial", 7, 2101),
+        "b2368af1aeb33a8de71b2ae000722bf8d9babda9198009118eaea3565b87a8ad"),
+    "every3-p03": ((4, 300, "every3", 7, 101),
+        "19ded82e8f8ee298f1478bfa0eb9c13c5e7f27685189ad68b91f5bee8b6b62b9"),
+    "stimulated": ((4, 300, "stimulated", 7, 101),
+        "fe4780946f4805cdfafb4495800e4e35731820389a6121fe7ec01f5b8256d1e6"),
+    "observation": ((4, 300, "observation", 7, 101),
+        "72369d9c826292c0c06c2a564534d9b455070d9aed4b3fd40154b9ab1ae65314"),
+}
+PIN_DESIGNS = {"tutorial": Perturbation(), "every3": Perturbation(every=3, p=0.3),
+               "stimulated": Perturbation(clamp="stimulated"), "observation": Observation()}
+
+
+@pytest.mark.parametrize("case", PINNED_TRAJECTORIES)
+def test_default_stream_keying_is_pinned_bit_for_bit(case):
+    import streamcausal as sc
+    from streamcausal.moments import block_size
+
+    (n, n_steps, design_name, seed, chunk_steps), pinned = PINNED_TRAJECTORIES[case]
+    design = PIN_DESIGNS[design_name]
+    assert block_size(64) == 1024 and block_size(4) == 4096  # part of the layout: pinned too
+    A = sc.create_connectivity(n, density=0.5, random_state=3)
+    before = dict(_RETRIES)
+    want = reference_default_trajectory(A, n_steps, design, seed, chunk_steps, block_size(n))
+    if case == "tutorial-n64":  # every path of a normal's retry sub-stream was taken
+        assert all(_RETRIES[path] > before[path] for path in _RETRIES), _RETRIES
+    got = sc.simulate(A, n_steps, design=design, seed=seed, chunk_steps=chunk_steps)
+    assert np.array_equal(got.stimulation, want[1])
+    assert np.array_equal(got.clamped, want[2])
+    assert np.array_equal(got.activity, want[0])  # bit for bit
+    assert _trajectory_digest(*want) == pinned
