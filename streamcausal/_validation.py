@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numbers
+import sys
 
 import numpy as np
 
@@ -93,14 +94,62 @@ def check_float_array(value, name: str, shape: tuple[int, ...] | None, ndim: int
     return array
 
 
-def check_connectivity(A, name: str = "A") -> np.ndarray:
-    """Return ``A`` as a C-contiguous float64 square matrix with finite real entries."""
+def is_sparse(value) -> bool:
+    """True for a SciPy sparse matrix or array (scipy.sparse is never imported here to find out)."""
+    sparse = sys.modules.get("scipy.sparse")  # no sparse matrix can exist before scipy.sparse is imported
+    return sparse is not None and sparse.issparse(value)
+
+
+def check_connectivity(A, name: str = "A", *, dense: bool = False):
+    """Return ``A`` as a float64 square matrix with finite real entries.
+
+    A dense ``A`` (anything ``np.asarray`` takes) comes back as a C-contiguous ndarray.
+    A SciPy sparse ``A`` (any format, matrix or array) is checked without densifying and
+    comes back as a canonical ``scipy.sparse.csc_array``: float64, duplicates summed,
+    explicit zeros dropped, row indices sorted; with ``dense=True`` as an ndarray instead
+    (for callers that need one).
+    """
+    if is_sparse(A):
+        canonical = _check_sparse_connectivity(A, name)
+        return canonical.toarray() if dense else canonical
     array = as_numeric_array(A, name, "square numeric matrix")
     if array.ndim != 2 or array.shape[0] != array.shape[1]:
         raise ValueError(f"{name} must be a square 2-D matrix, got shape {array.shape}")
     if array.shape[0] == 0:
         raise ValueError(f"{name} must not be empty, got shape {array.shape}")
     return check_float_array(array, name, None, 2)
+
+
+def canonical_csc(A):
+    """``A`` (SciPy sparse) as a new float64 ``csc_array``: duplicates summed, explicit zeros dropped, indices sorted."""
+    import scipy.sparse
+
+    canonical = scipy.sparse.csc_array(A, dtype=np.float64, copy=True)  # a copy: the steps below work in place
+    canonical.sum_duplicates()  # also sorts the indices
+    canonical.eliminate_zeros()
+    canonical.sort_indices()
+    return canonical
+
+
+def _check_sparse_connectivity(A, name: str):
+    """The checks of :func:`check_connectivity` on a sparse ``A``, on its stored entries only."""
+    shape = tuple(A.shape)
+    if len(shape) != 2 or shape[0] != shape[1]:
+        raise ValueError(f"{name} must be a square 2-D matrix, got shape {shape}")
+    if shape[0] == 0:
+        raise ValueError(f"{name} must not be empty, got shape {shape}")
+    check_numeric_dtype(A.dtype, name, "square numeric matrix")
+    canonical = canonical_csc(A)
+    finite = np.isfinite(canonical.data)
+    if not finite.all():
+        # Name the first bad entry in row-major order, as the dense check does.
+        bad = np.flatnonzero(~finite)
+        columns = np.searchsorted(canonical.indptr, bad, side="right") - 1
+        rows = canonical.indices[bad]
+        first = np.lexsort((columns, rows))[0]
+        row, column = int(rows[first]), int(columns[first])
+        raise ValueError(f"{name} must be finite, got {canonical.data[bad[first]]} at {name}[{row}, {column}]")
+    return canonical
 
 
 def check_flag(value, name: str) -> bool:

@@ -19,6 +19,7 @@ from .._validation import check_float_array, check_int, describe
 __all__ = ["CrossMoments"]
 
 _ARRAY_KEYS = ("count", "mean_in", "mean_out", "m2_in", "m2_out", "comoment")
+_MERGE_BLOCK_VALUES = 2**18  # entries of the outer-product term made at a time by a merge (2 MiB)
 
 
 def _batch_moments(inputs: np.ndarray, outputs: np.ndarray):
@@ -244,7 +245,7 @@ class CrossMoments:
         """Return a new accumulator holding the samples of both (Chan–Golub–LeVeque).
 
         An empty side is an exact identity: the result is then a bit-exact copy of the
-        other side.
+        other side. Besides the result, it allocates no ``(n_outputs, n_inputs)`` array.
         """
         self._check_compatible(other)
         result = CrossMoments(self.n_inputs, self.n_outputs)
@@ -255,8 +256,12 @@ class CrossMoments:
         return self.merge(other)
 
     def __iadd__(self, other: CrossMoments) -> CrossMoments:
+        """Merge ``other`` in place: the co-moment is updated where it is (no new ``n x n`` array).
+
+        The same bits as :meth:`merge`; arrays taken from this accumulator earlier change too.
+        """
         self._check_compatible(other)
-        self._set(*self._merged(self._parts(), other._parts()))
+        self._set(*self._merged(self._parts(), other._parts(), in_place=True))
         return self
 
     def _check_compatible(self, other) -> None:
@@ -276,13 +281,24 @@ class CrossMoments:
     # ((a + b) + c here, a + (b + c) there), so making one call the other would change
     # the bits of published results: keep both.
     @staticmethod
-    def _merged(a, b):
-        """Chan's pairwise combination of two parts tuples; returns fresh arrays."""
+    def _merged(a, b, *, in_place=False):
+        """Chan's pairwise combination of two parts tuples.
+
+        Returns fresh arrays, or with ``in_place`` the co-moment of ``a`` updated in place
+        (the vectors are fresh either way). The outer-product term is added a block of
+        rows at a time, so no ``n x n`` temporary is made; each entry is still
+        ``(com_a + com_b) + (delta_out_j * delta_in_i) * factor``, as in one expression.
+        """
         na, mean_in_a, mean_out_a, m2_in_a, m2_out_a, com_a = a
         nb, mean_in_b, mean_out_b, m2_in_b, m2_out_b, com_b = b
         if nb == 0:
+            if in_place:
+                return a
             return na, mean_in_a.copy(), mean_out_a.copy(), m2_in_a.copy(), m2_out_a.copy(), com_a.copy()
         if na == 0:
+            if in_place:
+                np.copyto(com_a, com_b)
+                return nb, mean_in_b.copy(), mean_out_b.copy(), m2_in_b.copy(), m2_out_b.copy(), com_a
             return nb, mean_in_b.copy(), mean_out_b.copy(), m2_in_b.copy(), m2_out_b.copy(), com_b.copy()
         n = na + nb
         weight_b = float(nb) / float(n)
@@ -293,7 +309,14 @@ class CrossMoments:
         mean_out = mean_out_a + delta_out * weight_b
         m2_in = m2_in_a + m2_in_b + delta_in * delta_in * factor
         m2_out = m2_out_a + m2_out_b + delta_out * delta_out * factor
-        comoment = com_a + com_b + np.outer(delta_out, delta_in) * factor
+        comoment = np.add(com_a, com_b, out=com_a if in_place else None)
+        rows = max(1, _MERGE_BLOCK_VALUES // max(1, delta_in.shape[0]))
+        term = np.empty((min(rows, delta_out.shape[0]), delta_in.shape[0]))
+        for start in range(0, delta_out.shape[0], rows):
+            block = term[: min(rows, delta_out.shape[0] - start)]
+            np.multiply(delta_out[start:start + rows, None], delta_in[None, :], out=block)  # = np.outer's products
+            block *= factor
+            comoment[start:start + rows] += block
         return n, mean_in, mean_out, m2_in, m2_out, comoment
 
     # ------------------------------------------------------------------ estimators
@@ -323,13 +346,14 @@ class CrossMoments:
         """Pearson correlation ``corr(v_j, u_i)``, shape ``(n_outputs, n_inputs)`` ``[target, source]``.
 
         NaN where the input or the output never varied, or when ``count < 2``.
-        Clipped to ``[-1, 1]`` against rounding.
+        Clipped to ``[-1, 1]`` against rounding. Computed in place in the one array returned.
         """
-        undefined = self.undefined_edges()
         with np.errstate(divide="ignore", invalid="ignore"):
-            r = self.comoment / np.sqrt(self.m2_out)[:, None] / np.sqrt(self.m2_in)[None, :]
-        r = np.clip(r, -1.0, 1.0)
-        r[undefined] = np.nan
+            r = self.comoment / np.sqrt(self.m2_out)[:, None]
+            r /= np.sqrt(self.m2_in)[None, :]
+        np.clip(r, -1.0, 1.0, out=r)
+        r[self.constant_outputs(), :] = np.nan
+        r[:, self.constant_inputs()] = np.nan
         return r
 
     def effect(self) -> np.ndarray:
@@ -338,10 +362,9 @@ class CrossMoments:
         For binary 0/1 inputs this is the difference in means
         ``E[v_j | u_i = 1] - E[v_j | u_i = 0]``. NaN where input ``i`` never varied.
         """
-        undefined = np.broadcast_to(self.constant_inputs()[None, :], self.comoment.shape)
         with np.errstate(divide="ignore", invalid="ignore"):
             slope = self.comoment / self.m2_in[None, :]
-        slope[undefined] = np.nan
+        slope[:, self.constant_inputs()] = np.nan
         return slope
 
     def stderr(self) -> np.ndarray:
@@ -349,16 +372,20 @@ class CrossMoments:
 
         The OLS standard error of the slope of ``v_j`` on ``u_i`` alone (with intercept):
         ``sqrt(RSS / (count - 2) / m2_in_i)``. NaN where input ``i`` never varied or
-        when ``count < 3``.
+        when ``count < 3``. Computed in place in the one array returned.
         """
         if self.count < 3:
             return np.full((self.n_outputs, self.n_inputs), np.nan)
-        undefined = np.broadcast_to(self.constant_inputs()[None, :], self.comoment.shape)
         with np.errstate(divide="ignore", invalid="ignore"):
-            rss = self.m2_out[:, None] - self.comoment * self.comoment / self.m2_in[None, :]
-            rss = np.maximum(rss, 0.0)
-            se = np.sqrt(rss / float(self.count - 2) / self.m2_in[None, :])
-        se[undefined] = np.nan
+            # rss = m2_out - comoment**2 / m2_in, then sqrt(max(rss, 0) / (count - 2) / m2_in), step by step
+            se = self.comoment * self.comoment
+            se /= self.m2_in[None, :]
+            np.subtract(self.m2_out[:, None], se, out=se)
+            np.maximum(se, 0.0, out=se)
+            se /= float(self.count - 2)
+            se /= self.m2_in[None, :]
+            np.sqrt(se, out=se)
+        se[:, self.constant_inputs()] = np.nan
         return se
 
     def __repr__(self) -> str:
