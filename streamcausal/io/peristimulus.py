@@ -20,7 +20,8 @@ import numpy as np
 
 from .._validation import as_numeric_array, check_interval
 from ..progress import Progress
-from .responses import open_trials_input
+from .recording import _read_ahead_by_default, _ReadAhead
+from .responses import WindowReader, next_block, open_trials_input, windows_holding
 
 __all__ = ["PeriStimulus", "peristimulus"]
 
@@ -157,27 +158,31 @@ def peristimulus(activity, trials, pairs, *, rate=None, times=None, span=(-1.0, 
     same = responders == sources
     targeted, control = _Running(pairs.shape[0:1] + (width,)), _Running(pairs.shape[0:1] + (width,))
     next_trial, first_open = 0, 0
-    for start in range(0, n_frames, chunk_steps):
-        stop = min(start + chunk_steps, n_frames)
-        while next_trial < kept.size and starts[next_trial] < stop:
-            next_trial += 1
-        if first_open < next_trial:
-            block = source.read(start, stop)
-            for q in range(first_open, next_trial):  # in onset order: sums per offset do not depend on chunking
-                lo, hi = max(starts[q], start), min(starts[q] + width, stop)
-                if hi <= lo:
-                    continue
-                chosen = trials.targets_of(kept[q])
-                hits_source = np.isin(sources, chosen)
-                hits_responder = np.isin(responders, chosen)
-                values = np.asarray(block[lo - start : hi - start], dtype=np.float64)[:, responders].T
-                columns = slice(lo - starts[q], hi - starts[q])
-                targeted.add(hits_source & (same | ~hits_responder), values, columns)
-                control.add(~hits_source & ~hits_responder, values, columns)
-            while first_open < next_trial and starts[first_open] + width <= stop:
-                first_open += 1
-        if progress is not None:
-            progress(Progress(stop, n_frames, samples=first_open))
+    needed = windows_holding(starts, starts + width, chunk_steps)  # the windows some trial is open in
+    with _ReadAhead(WindowReader(source, chunk_steps), needed, threaded=_read_ahead_by_default([source])) as reader:
+        blocks = iter(reader)
+        for start in range(0, n_frames, chunk_steps):
+            stop = min(start + chunk_steps, n_frames)
+            while next_trial < kept.size and starts[next_trial] < stop:
+                next_trial += 1
+            if first_open < next_trial:
+                block = next_block(blocks, start)
+                for q in range(first_open, next_trial):  # in onset order: sums per offset do not depend on chunking
+                    lo, hi = max(starts[q], start), min(starts[q] + width, stop)
+                    if hi <= lo:
+                        continue
+                    chosen = trials.targets_of(kept[q])
+                    hits_source = np.isin(sources, chosen)
+                    hits_responder = np.isin(responders, chosen)
+                    values = np.asarray(block[lo - start : hi - start], dtype=np.float64)[:, responders].T
+                    columns = slice(lo - starts[q], hi - starts[q])
+                    targeted.add(hits_source & (same | ~hits_responder), values, columns)
+                    control.add(~hits_source & ~hits_responder, values, columns)
+                del block
+                while first_open < next_trial and starts[first_open] + width <= stop:
+                    first_open += 1
+            if progress is not None:
+                progress(Progress(stop, n_frames, samples=first_open))
     mean, stderr, count = targeted.finish()
     control_mean, control_stderr, control_count = control.finish()
     parameters = {"chunk_steps": chunk_steps, "timing": clock.describe(), "frame_period": period,

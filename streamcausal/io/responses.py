@@ -23,7 +23,7 @@ from ..experiment import Recording, Trials
 from ..moments.trials import TrialMoments
 from ..progress import Progress
 from ..result import score
-from .recording import _default_chunk_steps, _Source
+from .recording import _default_chunk_steps, _read_ahead_by_default, _ReadAhead, _Source
 
 __all__ = ["METHODS", "TrialResult", "estimate_trials"]
 
@@ -186,26 +186,31 @@ def estimate_trials(activity, trials=None, *, rate=None, times=None, window=(0.0
     kept = plan["kept"]
     open_trials = {}  # kept-trial position -> row blocks read so far, per part
     next_trial = 0
-    for start in range(0, n_frames, chunk_steps):
-        stop = min(start + chunk_steps, n_frames)
-        while next_trial < kept.size and intervals[next_trial, :, 0].min() < stop:
-            open_trials[next_trial] = [[] for _ in range(intervals.shape[1])]
-            next_trial += 1
-        if open_trials:
-            block = source.read(start, stop)
-            finished = []
-            for k, pieces in open_trials.items():
-                for part, (a, b) in enumerate(intervals[k]):
-                    lo, hi = max(a, start), min(b, stop)
-                    if hi > lo:
-                        pieces[part].append(block[lo - start : hi - start])
-                if intervals[k, :, 1].max() <= stop:
-                    finished.append(k)
-            for k in finished:  # in trial order: every trial ends at onset + the same offset
-                means = [_mean_rows(rows) for rows in open_trials.pop(k)]
-                batch.add(kept[k], means[0] - means[1] if len(means) == 2 else means[0])
-        if progress is not None:
-            progress(Progress(stop, n_frames, samples=moments.count + batch.size))
+    # The windows read are those that some trial is open in: the same ones the loop asks for.
+    needed = windows_holding(intervals[:, :, 0].min(axis=1), intervals[:, :, 1].max(axis=1), chunk_steps)
+    with _ReadAhead(WindowReader(source, chunk_steps), needed, threaded=_read_ahead_by_default([source])) as reader:
+        blocks = iter(reader)
+        for start in range(0, n_frames, chunk_steps):
+            stop = min(start + chunk_steps, n_frames)
+            while next_trial < kept.size and intervals[next_trial, :, 0].min() < stop:
+                open_trials[next_trial] = [[] for _ in range(intervals.shape[1])]
+                next_trial += 1
+            if open_trials:
+                block = next_block(blocks, start)
+                finished = []
+                for k, pieces in open_trials.items():
+                    for part, (a, b) in enumerate(intervals[k]):
+                        lo, hi = max(a, start), min(b, stop)
+                        if hi > lo:
+                            pieces[part].append(block[lo - start : hi - start])
+                    if intervals[k, :, 1].max() <= stop:
+                        finished.append(k)
+                del block  # the open trials keep what they need
+                for k in finished:  # in trial order: every trial ends at onset + the same offset
+                    means = [_mean_rows(rows) for rows in open_trials.pop(k)]
+                    batch.add(kept[k], means[0] - means[1] if len(means) == 2 else means[0])
+            if progress is not None:
+                progress(Progress(stop, n_frames, samples=moments.count + batch.size))
     batch.flush()
     dropped = plan["dropped"]
     parameters = {
@@ -260,6 +265,42 @@ def open_trials_input(activity, trials, rate, times, chunk_steps, progress) -> T
     check_callable(progress, "progress")
     clock = _FrameClock(n_frames, rate, times, starting_time, chunk_steps)
     return TrialsInput(source, trials, clock, chunk_steps, ids, description)
+
+
+class WindowReader:
+    """Window ``w`` of a source: ``(start, rows [start, start + chunk_steps))``, for :class:`_ReadAhead`."""
+
+    def __init__(self, source: _Source, chunk_steps: int):
+        self.source, self.chunk_steps = source, chunk_steps
+
+    def __call__(self, window: int):
+        start = int(window) * self.chunk_steps
+        return start, self.source.read(start, min(start + self.chunk_steps, self.source.shape[0]))
+
+
+def windows_holding(first, last, chunk_steps) -> np.ndarray:
+    """Indices, in order, of the windows of ``chunk_steps`` frames that hold a frame of some ``[first[k], last[k])``.
+
+    Ranges are non-empty; a window is held by a range when it holds any of its frames.
+    """
+    first = np.asarray(first, dtype=np.int64)
+    last = np.asarray(last, dtype=np.int64)
+    if first.size == 0:
+        return np.empty(0, dtype=np.int64)
+    begin, end = first // chunk_steps, (last - 1) // chunk_steps + 1
+    n_windows = int(end.max())
+    depth = np.zeros(n_windows + 1, dtype=np.int64)  # ranges open at each window: +1 at begin, -1 past end
+    np.add.at(depth, begin, 1)
+    np.add.at(depth, end, -1)
+    return np.flatnonzero(np.cumsum(depth[:-1]) > 0)
+
+
+def next_block(blocks, start: int) -> np.ndarray:
+    """The next window from a :class:`WindowReader`, which must begin at ``start`` (the loop and the plan agree)."""
+    read_start, block = next(blocks, (None, None))
+    if read_start != start:
+        raise RuntimeError(f"read the window at frame {read_start}, expected {start}: the plan of windows is wrong")
+    return block
 
 
 def _mean_rows(pieces) -> np.ndarray:
