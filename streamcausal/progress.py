@@ -1,10 +1,12 @@
-"""The progress event: what every long computation reports after each chunk."""
+"""The progress event: what every long computation reports after each chunk (and once before, while compiling)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["Progress"]
+__all__ = ["PHASES", "Progress"]
+
+PHASES = ("running", "compiling")
 
 
 @dataclass(frozen=True)
@@ -23,6 +25,10 @@ class Progress:
         That seed's correlation with the true ``A`` so far (None when ``A`` is unknown or undefined).
     mean_se : float or None
         That seed's mean per-edge standard error of the effect (None while undefined).
+    phase : {"running", "compiling"}
+        "running" for a chunk's report; "compiling" once, before the first chunk, when
+        Numba compiles the kernels because its cache does not hold them yet (the first
+        run after an install or upgrade; later runs load them from the cache).
     """
 
     steps_done: int
@@ -31,6 +37,11 @@ class Progress:
     samples: int = 0
     score: float | None = None
     mean_se: float | None = None
+    phase: str = "running"
+
+    def __post_init__(self):
+        if self.phase not in PHASES:
+            raise ValueError(f"phase must be one of {PHASES}, got {self.phase!r}")
 
     @property
     def fraction(self) -> float:

@@ -120,22 +120,31 @@ class ProgressBar:
     further 10 %, at least every 30 s, and at the end, so that logs stay readable.
     Rates count only the steps done by this process: with ``resuming``, the steps a
     seed's first report brings (done before the resume) are left out.
+
+    A ``"compiling"`` event (Numba's cache did not hold the kernels) prints
+    :data:`COMPILING` once; the rate and ETA then count from the first chunk's report,
+    whose steps are left out of the rate, so the compile time never enters an ETA.
+    ``clock`` (seconds, like ``time.time``) is for tests.
     """
 
     LOG_SECONDS = 30.0
+    COMPILING = ("compiling the Numba kernels (the first run after an install or upgrade; "
+                 "later runs load them from the cache) ...")
 
-    def __init__(self, stream=None, *, enabled=True, resuming=False, unit="steps"):
+    def __init__(self, stream=None, *, enabled=True, resuming=False, unit="steps", clock=time.time):
         self.stream = stream if stream is not None else sys.stderr
         self.enabled = enabled
         self.terminal = _is_terminal(self.stream)
         self.resuming = resuming
         self.unit = unit
+        self.clock = clock
         self.bar = None
         self.seen = set()
         self.next_tenth = 1
-        self.last_line = time.monotonic()
+        self.last_line = clock()
         self.logged = None
-        self.began = time.time()  # tqdm's clock
+        self.began = clock()  # tqdm's clock
+        self.compiled = False  # a "compiling" event came: the clock restarts at the first chunk
 
     def _open(self, total):
         columns, rows = _terminal_shape()
@@ -144,17 +153,27 @@ class ProgressBar:
                    ncols=columns, nrows=rows, leave=self.terminal, lines=not self.terminal)
         if self.terminal:
             bar.dynamic_ncols = _terminal_shape  # follow the terminal's width on every redraw
-        bar.start_t = self.began  # the rate counts from the start of the command's work, not from its first report
+        bar._time = self.clock
+        bar.start_t = bar.last_print_t = self.began  # the rate counts from the start of the command's work
         return bar
 
     def __call__(self, event) -> None:
         if not self.enabled:
             return
-        if self.bar is None:
+        if event.phase == "compiling":
+            if not self.compiled and self.bar is None:
+                self.compiled = True
+                self.stream.write(self.COMPILING + "\n")
+                self.stream.flush()
+            return
+        first = self.bar is None
+        if first:
+            if self.compiled:  # the compile time is no part of the rate: count from this first chunk
+                self.began = self.last_line = self.clock()
             self.bar = self._open(event.steps_total)
         bar = self.bar
         step = event.steps_done - bar.n
-        if self.resuming and event.seed not in self.seen:
+        if (first and self.compiled) or (self.resuming and event.seed not in self.seen):
             self.seen.add(event.seed)
             bar.initial += max(0, step)  # tqdm's rate is (n - initial) / elapsed
         bar.stats = "".join([
@@ -165,7 +184,9 @@ class ProgressBar:
         if not self.terminal:
             tenth = int(event.fraction * 10 + 1e-9)
             finished = event.steps_done >= event.steps_total
-            if tenth >= self.next_tenth or finished or time.monotonic() - self.last_line >= self.LOG_SECONDS:
+            if first and self.compiled and not finished:
+                return  # no rate yet: the clock has just started
+            if tenth >= self.next_tenth or finished or self.clock() - self.last_line >= self.LOG_SECONDS:
                 self._line()
                 self.next_tenth = max(self.next_tenth, tenth + 1)
 
@@ -175,7 +196,7 @@ class ProgressBar:
             return
         self.stream.write(self.bar.line() + "\n")
         self.stream.flush()
-        self.last_line = time.monotonic()
+        self.last_line = self.clock()
         self.logged = state
 
     def close(self) -> None:

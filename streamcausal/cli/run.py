@@ -347,8 +347,10 @@ def _print_plan(args, spec, several, workers) -> None:
 
 
 def command(args) -> int:
+    from .._jit import notify_compiling
     from ..api import Seeds, run
     from ..io.store import StoreError, StoreReader
+    from ..progress import Progress
 
     _check_options(args)
     stored = None
@@ -376,10 +378,14 @@ def command(args) -> int:
             _quiet_dask()
             if args.scheduler is not None:
                 client = _connect(args.scheduler)
-        result = run(spec["A"], spec["n_steps"], design=spec["design"],
-                     seed=Seeds(seeds, client=client, workers=workers) if several else seeds[0],
-                     chunk_steps=spec["chunk_steps"], rng=spec["rng"], store=store,
-                     target_se=spec["target_se"], progress=display)
+        # On a cold Numba cache the first chunk (or, with several seeds, the compile in
+        # this process before the workers start) compiles for a while: say so once.
+        compiling = Progress(0, spec["n_steps"] * len(seeds), phase="compiling")
+        with notify_compiling(lambda: display(compiling)):
+            result = run(spec["A"], spec["n_steps"], design=spec["design"],
+                         seed=Seeds(seeds, client=client, workers=workers) if several else seeds[0],
+                         chunk_steps=spec["chunk_steps"], rng=spec["rng"], store=store,
+                         target_se=spec["target_se"], progress=display)
     except KeyboardInterrupt:
         display.close()
         raise _interrupted(args) from None
