@@ -1,8 +1,23 @@
-"""What a store costs a run: run() with no store, with checkpoints only, and saving the trajectory.
+"""What a store costs a run: run() with no store, with checkpoints, saving the trajectory, and zarr writing alone.
 
-Side by side in one process on the same network and seed, after a warm-up; medians of
-repeats. The target for the tutorial's design at n=100 is at most 1.5x slower with
-``save_trajectory=True``. Prints a table, writes JSON.
+Side by side in one process on the same network, after a warm-up; medians of repeats,
+the contenders interleaved within each repeat so that load from other processes falls
+on all of them alike. Contenders (tutorial design, n=100, 2*10**6 steps by default):
+
+- ``no store``: run() alone;
+- ``checkpoints only``: a store checkpointed every ``--checkpoint-seconds`` (the count is
+  checked to be more than one);
+- ``trajectory float32`` / ``float16``: ``save_trajectory=True``;
+- ``zarr alone float32`` / ``float16``: the same arrays (one real chunk of the same run,
+  already cast, written at every chunk position) with zarr into arrays made by the run
+  store's own ``create_trajectory`` (same chunks, codecs), each chunk's files flushed
+  (``fsync``) as the run does; ``(no fsync)`` rows leave the flush out.
+
+The target: ``save_trajectory`` costs at most 1.15x the larger of ``no store`` and
+``zarr alone`` (with fsync, the same work). Also measured: bytes per step on disk
+(activity, stimulation, clamped) at several n, and what float16 activity does to the
+estimate (estimate_store on the float16 trajectory against the run's float64 moments).
+Prints tables, writes JSON.
 
     python benchmarks/bench_store.py --json benchmarks/results/store.json
 """
@@ -17,56 +32,206 @@ import shutil
 import statistics
 import tempfile
 import time
+from pathlib import Path
+
+import numpy as np
+import zarr
 
 import streamcausal as sc
+from streamcausal.engine import Simulation
+from streamcausal.io import store as run_store
+
+
+def _files_bytes(directory: Path) -> int:
+    return sum(p.stat().st_size for p in directory.rglob("*") if p.is_file() and p.name != "zarr.json")
+
+
+def zarr_alone(directory, chunk, n_steps, chunk_steps, dtype, fsync):
+    """Write ``chunk`` (activity, stimulation, clamped rows, already cast) at every chunk position of fresh arrays."""
+    group = zarr.open_group(directory, mode="w")
+    arrays = run_store.create_trajectory(group, n_steps, chunk[0].shape[1], chunk_steps, dtype)
+    began = time.perf_counter()
+    for start in range(0, n_steps, chunk_steps):
+        stop = min(start + chunk_steps, n_steps)
+        for array, rows in zip(arrays, chunk):
+            array[start:stop] = rows[: stop - start]
+        if fsync:
+            index = start // chunk_steps
+            run_store.fsync_paths([Path(directory) / name / "c" / str(index) / "0" for name in ("activity", "stimulation")]
+                                  + [Path(directory) / "clamped" / "c" / str(index)], stop_at=Path(directory))
+    return time.perf_counter() - began
+
+
+def one_chunk(A, chunk_steps, dtype):
+    """The first chunk of the benchmarked run's trajectory, cast as the store casts it."""
+    simulation = Simulation(A, chunk_steps, sc.Perturbation(), 0, chunk_steps, "default")
+    rows, n = chunk_steps, A.shape[0]
+    activity, stimulation, clamped = np.empty((rows, n)), np.empty((rows, n)), np.empty(rows, dtype=np.bool_)
+    simulation.advance(0, (activity, stimulation, clamped))
+    return activity.astype(dtype), stimulation.astype(np.uint8), clamped
+
+
+class CheckpointCounter:
+    """Counts SeedStore.write_checkpoint calls (to prove that 'checkpoints only' checkpoints more than once)."""
+
+    def __init__(self):
+        self.count = 0
+        self.original = run_store.SeedStore.write_checkpoint
+
+    def __enter__(self):
+        counter = self
+
+        def counting(store, *args, **kwargs):
+            counter.count += 1
+            return counter.original(store, *args, **kwargs)
+
+        run_store.SeedStore.write_checkpoint = counting
+        return self
+
+    def __exit__(self, *exc):
+        run_store.SeedStore.write_checkpoint = self.original
+
+
+def timings(A, steps, repeats, workdir, checkpoint_seconds):
+    chunk_steps = sc.engine.default_chunk_steps(A.shape[0])
+    chunks = {dtype: one_chunk(A, chunk_steps, dtype) for dtype in ("float32", "float16")}
+    runs = {
+        "no store": None,
+        "checkpoints only": {"checkpoint_seconds": checkpoint_seconds},
+        "trajectory float32": {"save_trajectory": True, "dtype": "float32"},
+        "trajectory float16": {"save_trajectory": True, "dtype": "float16"},
+    }
+    alone = {f"zarr alone {dtype}{'' if fsync else ' (no fsync)'}": (dtype, fsync)
+             for dtype in ("float32", "float16") for fsync in (True, False)}
+    times = {label: [] for label in [*runs, *alone]}
+    checkpoints = []
+    path = os.path.join(workdir, "run.zarr")
+    for repeat in range(repeats):
+        for label, options in runs.items():
+            shutil.rmtree(path, ignore_errors=True)
+            store = None if options is None else sc.Store(path, **options)
+            with CheckpointCounter() as counter:
+                began = time.perf_counter()
+                sc.run(A, steps, seed=repeat, chunk_steps=chunk_steps, store=store)
+                times[label].append(time.perf_counter() - began)
+            if label == "checkpoints only":
+                checkpoints.append(counter.count)
+                assert counter.count > 1, f"'checkpoints only' checkpointed {counter.count} time(s)"
+        for label, (dtype, fsync) in alone.items():
+            shutil.rmtree(path, ignore_errors=True)
+            times[label].append(zarr_alone(path, chunks[dtype], steps, chunk_steps, dtype, fsync))
+    shutil.rmtree(path, ignore_errors=True)
+    return times, checkpoints, chunk_steps
+
+
+def bytes_per_step(sizes, dtypes, workdir):
+    """On-disk bytes per step of each trajectory array, from short runs."""
+    rows = []
+    for n, steps in sizes:
+        A = sc.create_connectivity(n)
+        for dtype in dtypes:
+            path = Path(workdir) / f"bytes_{n}_{dtype}.zarr"
+            shutil.rmtree(path, ignore_errors=True)
+            sc.run(A, steps, seed=0, store=sc.Store(path, save_trajectory=True, dtype=dtype))
+            sizes_of = {name: _files_bytes(path / "seed_0" / name) / steps for name in ("activity", "stimulation", "clamped")}
+            rows.append({"neurons": n, "dtype": dtype, "steps": steps, **sizes_of,
+                         "total": sum(sizes_of.values()),
+                         "uncompressed": n * np.dtype(dtype).itemsize + n + 1})
+            shutil.rmtree(path, ignore_errors=True)
+    return rows
+
+
+def float16_accuracy(n, steps, workdir):
+    """max |effect from the stored trajectory - effect from the run's float64 moments|, against the standard error."""
+    A = sc.create_connectivity(n)
+    rows = []
+    for dtype in ("float16", "float32"):
+        path = Path(workdir) / f"accuracy_{dtype}.zarr"
+        shutil.rmtree(path, ignore_errors=True)
+        result = sc.run(A, steps, seed=0, store=sc.Store(path, save_trajectory=True, dtype=dtype))
+        trajectory = run_store.StoreReader.open_run(path).trajectory(0)
+        stored = sc.estimate(trajectory.activity, trajectory.stimulation, steps=trajectory.clamped)
+        difference = np.abs(stored.effect - result.effect)
+        rows.append({"dtype": dtype, "neurons": n, "steps": steps, "samples": int(result.n_samples),
+                     "max_abs_effect_difference": float(np.nanmax(difference)),
+                     "median_stderr": float(np.nanmedian(result.stderr)),
+                     "max_difference_over_stderr": float(np.nanmax(difference / result.stderr)),
+                     "score_run": float(result.score(A, estimate="effect")),
+                     "score_stored": float(stored.score(A, estimate="effect"))})
+        shutil.rmtree(path, ignore_errors=True)
+    return rows
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--neurons", type=int, default=100)
     parser.add_argument("--steps", type=float, default=2e6)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--checkpoint-seconds", type=float, default=0.1)
+    parser.add_argument("--skip-extras", action="store_true", help="only the timings (no bytes per step, no float16 accuracy)")
     parser.add_argument("--json", default=None)
     args = parser.parse_args()
     steps = int(args.steps)
     A = sc.create_connectivity(args.neurons)
-    workdir = tempfile.mkdtemp(prefix="bench-store-")
-    contenders = {
-        "no store": {},
-        "store, checkpoints only": {"store": True},
-        "store + trajectory float32": {"store": True, "save_trajectory": True, "dtype": "float32"},
-        "store + trajectory float64": {"store": True, "save_trajectory": True, "dtype": "float64"},
-    }
-    sc.run(A, 20_000, store=sc.Store(os.path.join(workdir, "warm.zarr"), save_trajectory=True))  # compile
-    times = {label: [] for label in contenders}
+    workdir = tempfile.mkdtemp(prefix="bench-store-", dir=os.environ.get("BENCH_STORE_DIR"))
+    load_before = os.getloadavg()
     try:
-        for repeat in range(args.repeats):
-            for label, options in contenders.items():
-                options = dict(options)
-                if options.pop("store", False):
-                    path = os.path.join(workdir, f"run{repeat}.zarr")
-                    shutil.rmtree(path, ignore_errors=True)
-                    options = {"store": sc.Store(path, **options)}
-                began = time.perf_counter()
-                sc.run(A, steps, seed=repeat, **options)
-                times[label].append(time.perf_counter() - began)
-                if "store" in options:
-                    shutil.rmtree(options["store"].location, ignore_errors=True)
+        for dtype in ("float32", "float16"):  # compile, and open the codecs once
+            sc.run(A, 20_000, store=sc.Store(os.path.join(workdir, f"warm_{dtype}.zarr"), save_trajectory=True,
+                                             dtype=dtype))
+        times, checkpoints, chunk_steps = timings(A, steps, args.repeats, workdir, args.checkpoint_seconds)
+        load_after = os.getloadavg()
+        extras = {}
+        if not args.skip_extras:
+            extras["bytes_per_step"] = bytes_per_step([(6, 1_000_000), (100, 200_000), (1000, 20_000)],
+                                                      ("float32", "float16"), workdir)
+            extras["float16_accuracy"] = float16_accuracy(args.neurons, 1_000_000, workdir)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
-    base = statistics.median(times["no store"])
-    rows = [{"contender": label, "seconds": statistics.median(values),
-             "steps_per_second": steps / statistics.median(values),
-             "slowdown": statistics.median(values) / base} for label, values in times.items()]
-    print(f"run() at n={args.neurons}, {steps:,} steps, tutorial design, {os.cpu_count()} cores; median of {args.repeats}")
-    print(f"{'contender':30s} {'seconds':>8s} {'steps/s':>12s} {'vs no store':>12s}")
+
+    median = {label: statistics.median(values) for label, values in times.items()}
+    base = median["no store"]
+    rows = [{"contender": label, "seconds": median[label], "slowdown": median[label] / base,
+             "steps_per_second": steps / median[label], "repeats": times[label]} for label in times]
+    targets = []
+    for dtype in ("float32", "float16"):
+        for fsync in (True, False):
+            alone_label = f"zarr alone {dtype}{'' if fsync else ' (no fsync)'}"
+            bound = max(base, median[alone_label])
+            ratio = median[f"trajectory {dtype}"] / bound
+            targets.append({"dtype": dtype, "against": alone_label, "bound_seconds": bound, "ratio": ratio,
+                            "target": 1.15, "met": ratio <= 1.15})
+
+    print(f"run() at n={args.neurons}, {steps:,} steps, tutorial design, chunks of {chunk_steps} steps, "
+          f"{os.cpu_count()} cores; median of {args.repeats}; load {load_before[0]:.1f} -> {load_after[0]:.1f}")
+    print(f"{'contender':34s} {'seconds':>8s} {'vs no store':>12s}")
     for row in rows:
-        print(f"{row['contender']:30s} {row['seconds']:8.2f} {row['steps_per_second']:12,.0f} {row['slowdown']:11.2f}x")
+        print(f"{row['contender']:34s} {row['seconds']:8.2f} {row['slowdown']:11.2f}x")
+    print(f"checkpoints per 'checkpoints only' run: {checkpoints}")
+    print(f"\n{'trajectory':12s} {'against the larger of no store and':44s} {'ratio':>6s}  target <= 1.15")
+    for target in targets:
+        print(f"{target['dtype']:12s} {target['against']:44s} {target['ratio']:6.2f}  {'met' if target['met'] else 'not met'}")
+    if "bytes_per_step" in extras:
+        print(f"\n{'n':>5s} {'dtype':8s} {'activity':>9s} {'stimulation':>12s} {'clamped':>8s} {'total':>8s} "
+              f"{'raw':>6s}  bytes/step")
+        for row in extras["bytes_per_step"]:
+            print(f"{row['neurons']:5d} {row['dtype']:8s} {row['activity']:9.1f} {row['stimulation']:12.2f} "
+                  f"{row['clamped']:8.3f} {row['total']:8.1f} {row['uncompressed']:6d}")
+        print(f"\n{'dtype':8s} {'max |d effect|':>15s} {'median SE':>10s} {'max |d|/SE':>11s}  (estimate from the stored "
+              "trajectory vs the run's float64 moments)")
+        for row in extras["float16_accuracy"]:
+            print(f"{row['dtype']:8s} {row['max_abs_effect_difference']:15.2e} {row['median_stderr']:10.2e} "
+                  f"{row['max_difference_over_stderr']:11.4f}")
     if args.json:
         os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
         with open(args.json, "w") as handle:
-            json.dump({"machine": {"cores": os.cpu_count(), "processor": platform.processor()},
-                       "neurons": args.neurons, "steps": steps, "rows": rows}, handle, indent=2)
+            json.dump({"machine": {"cores": os.cpu_count(), "processor": platform.processor(),
+                                   "python": platform.python_version(), "zarr": zarr.__version__,
+                                   "numpy": np.__version__},
+                       "loadavg_before": load_before, "loadavg_after": load_after,
+                       "neurons": args.neurons, "steps": steps, "chunk_steps": chunk_steps,
+                       "checkpoint_seconds": args.checkpoint_seconds, "checkpoints": checkpoints,
+                       "rows": rows, "targets": targets, **extras}, handle, indent=2)
 
 
 if __name__ == "__main__":
