@@ -18,12 +18,13 @@ import time
 
 import numpy as np
 
-from ._validation import as_numeric_array, check_flag, check_int, describe
+from ._validation import as_numeric_array, check_flag, check_int, check_interval, check_real, describe
+from .experiment import Trials
 from .io.recording import _BATCH_VALUES, _as_range, _gather, _nonfinite_rows
 from .moments import CrossMoments, block_size, chunk_moments
 from .result import Result
 
-__all__ = ["OnlineEstimator"]
+__all__ = ["OnlineEstimator", "OnlineTrialEstimator"]
 
 SCHEMA_VERSION = 1
 _SLOTS = ("checkpoint_a", "checkpoint_b")
@@ -594,3 +595,431 @@ def load_checkpoint(group, kind: str):
     if newest is None:
         raise ValueError(f"group holds no valid {kind} checkpoint (every slot is missing or fails its checksum)")
     return newest[1], newest[2]
+
+
+# --------------------------------------------------------------------------- the trial estimate
+
+
+class _Held:
+    """Frames held for open trials: float64 rows ``start .. start + len - 1`` (local frame numbers), with times."""
+
+    def __init__(self, rows, bad, times, start, dropped_time=-np.inf):
+        self.rows, self.bad, self.times, self.start = rows, bad, times, start
+        self.dropped_time = dropped_time  # time of the last frame before these (timestamps only)
+
+    @property
+    def stop(self) -> int:
+        return self.start + self.rows.shape[0]
+
+    def then(self, rows, bad, times) -> _Held:
+        """These frames followed by the next ones (a new object; this one is left as it is)."""
+        joined_times = None if self.times is None else np.concatenate([self.times, times])
+        return _Held(np.concatenate([self.rows, rows]), np.concatenate([self.bad, bad]), joined_times, self.start,
+                     self.dropped_time)
+
+    def since(self, frame: int) -> _Held:
+        """The frames from ``frame`` on."""
+        cut = max(0, frame - self.start)
+        dropped_time = self.dropped_time if cut == 0 or self.times is None else float(self.times[cut - 1])
+        return _Held(self.rows[cut:], self.bad[cut:], None if self.times is None else self.times[cut:],
+                     self.start + cut, dropped_time)
+
+    def until(self, frame: int) -> _Held:
+        """The frames before ``frame``."""
+        cut = max(0, frame - self.start)
+        return _Held(self.rows[:cut], self.bad[:cut], None if self.times is None else self.times[:cut], self.start,
+                     self.dropped_time)
+
+
+class OnlineTrialEstimator:
+    """The trial estimate of :func:`~streamcausal.estimate_trials`, fed frames and trials in pieces.
+
+    Frames (rows of activity) arrive in pieces with their times (from ``rate``, or a
+    ``times`` array per piece); trials are announced as they happen, before their
+    windows are complete. A trial is folded in once every frame of its window (and
+    baseline) has arrived, in whatever pieces; until then only the frames that open
+    trials need are held (plus ``history`` seconds for trials announced late).
+
+    Parameters
+    ----------
+    rate : float, optional
+        Frames per second: frame ``f`` is at ``starting_time + f / rate``. Without it,
+        every piece brings its frame times (``times=``), strictly increasing.
+    starting_time : float
+        Time of frame 0 (with ``rate``).
+    first_frame : int
+        Number of this estimator's first frame in the recording (with ``rate``): an
+        estimator started on the rows after another one's, for :meth:`merge`.
+    window, baseline, method
+        As in :func:`~streamcausal.estimate_trials`.
+    history : float
+        Seconds a trial may be announced after its onset (beyond what the window and
+        baseline reach before the onset); a trial announced later than its held frames
+        is refused.
+    ids : array_like, shape (n,), optional
+        Names of the neurons (sources and responders), carried into results.
+
+    Notes
+    -----
+    :meth:`result` is :func:`~streamcausal.estimate_trials` on every frame and trial so
+    far: a trial whose window runs past the frames so far counts as ``off_recording``
+    (``parameters["pending_trials"]`` says how many of those are still open). A
+    non-finite value in a frame that an announced trial covers refuses the piece (or
+    the announcement) that brings it, even if that trial later turns out to run off
+    the recording.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import streamcausal as sc
+    >>> rng = np.random.default_rng(0)
+    >>> onsets = np.arange(1.0, 99.0, 0.5)
+    >>> targets = [[k % 3] if k % 4 else [] for k in range(onsets.size)]
+    >>> activity = rng.normal(size=(1000, 3)) * 0.1
+    >>> for onset, chosen in zip(onsets, targets):
+    ...     activity[int(onset * 10):int(onset * 10) + 3, chosen] += 1.0
+    >>> online = OnlineTrialEstimator(rate=10.0, window=(0, 0.3))
+    >>> for start in range(0, 1000, 64):                  # frames and trials as they happen
+    ...     now = (onsets >= start / 10) & (onsets < (start + 64) / 10)
+    ...     online.update(activity[start:start + 64],
+    ...                   trials=sc.Trials(onsets[now], [targets[k] for k in np.flatnonzero(now)]))
+    >>> whole = sc.estimate_trials(activity, sc.Trials(onsets, targets), rate=10.0, window=(0, 0.3))
+    >>> online.result().n_trials, bool(np.allclose(online.result().effect, whole.effect, atol=1e-12))
+    (196, True)
+    """
+
+    def __init__(self, *, rate=None, starting_time=0.0, first_frame=0, window=(0.0, 1.0), baseline=None,
+                 method="regression", history=0.0, ids=None):
+        from .io.responses import METHODS
+
+        if rate is not None:
+            rate = check_real(rate, "rate")
+            if rate <= 0:
+                raise ValueError(f"rate must be > 0, got {rate}")
+        self.rate = rate
+        self.starting_time = check_real(starting_time, "starting_time")
+        self.first_frame = check_int(first_frame, "first_frame", minimum=0)
+        self.window = check_interval(window, "window")
+        self.baseline = check_interval(baseline, "baseline", optional=True)
+        if not isinstance(method, str) or method not in METHODS:
+            raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+        self.method = method
+        self.history = check_real(history, "history")
+        if self.history < 0:
+            raise ValueError(f"history must be >= 0 seconds, got {self.history}")
+        self.ids = None if ids is None else np.asarray(ids)
+        if self.ids is not None and self.ids.ndim != 1:
+            raise ValueError(f"ids must be 1-D (one per neuron), got shape {self.ids.shape}")
+        parts = [self.window] + ([self.baseline] if self.baseline is not None else [])
+        self._reach = max(0.0, -min(a for a, _ in parts))  # how far before its onset a trial reads
+        self._span = max(b for _, b in parts) - min(a for a, _ in parts)  # a trial's whole extent
+        self._moments = None  # TrialMoments once the first piece gives n
+        self._rows = 0
+        self._seconds = 0.0
+        self._announced = 0
+        self._dropped = {"off_recording": 0, "empty_window": 0, "empty_baseline": 0}
+        self._pending = ([], [])  # (onsets, targets) of trials still open
+        self._early = ([], [])  # trials that start before this estimator's first frame (kept for merge)
+        self._held = None  # _Held frames for open trials and late announcements
+        self._head = None  # _Held first frames (a trial's span), for a merge with an earlier estimator
+        self._last_times = np.empty(0)  # times of the last two frames
+        self._first_time = None
+
+    # ------------------------------------------------------------------ properties
+
+    @property
+    def rows(self) -> int:
+        """Frames consumed so far."""
+        return self._rows
+
+    @property
+    def n_trials(self) -> int:
+        """Trials folded in (complete windows)."""
+        return 0 if self._moments is None else int(self._moments.count)
+
+    @property
+    def pending_trials(self) -> int:
+        """Announced trials whose window (or baseline) has not fully arrived."""
+        return len(self._pending[0])
+
+    # ------------------------------------------------------------------ frame clock
+
+    def _clock(self, rows, last_times, first_time):
+        return {"rows": rows, "last_times": last_times, "first": first_time}
+
+    def _first(self, clock):
+        if self.rate is not None:
+            return self.starting_time + self.first_frame / self.rate
+        return clock["first"]
+
+    def _bounds_final_end(self, clock):
+        """``(final, end)``: bounds up to ``final`` have their frames for good; the recording so far ends at ``end``."""
+        rows = clock["rows"]
+        if self.rate is not None:
+            end = self.starting_time + (self.first_frame + rows) / self.rate
+            return end, end
+        last = clock["last_times"]
+        period = float(last[-1] - last[-2]) if last.shape[0] >= 2 else 0.0
+        return float(last[-1]), float(last[-1]) + period
+
+    def _frames_at(self, bounds, clock, held):
+        """Local frame of each bound (first frame at or after it, ``rows`` if none); -1 where no longer known."""
+        from .io.responses import _FrameClock
+
+        rows = clock["rows"]
+        if self.rate is not None:
+            total = self.first_frame + rows
+            frames = _FrameClock(total, self.rate, None, self.starting_time, 1).frames_at(bounds.ravel())
+            return np.maximum(frames.reshape(bounds.shape) - self.first_frame, 0)
+        frames = held.start + np.searchsorted(held.times, bounds.ravel(), side="left").reshape(bounds.shape)
+        return np.where(bounds > held.dropped_time, frames, -1)
+
+    def _last_time(self, clock) -> float:
+        if self.rate is not None:
+            return self.starting_time + (self.first_frame + clock["rows"] - 1) / self.rate
+        return float(clock["last_times"][-1])
+
+    # ------------------------------------------------------------------ updates
+
+    def update(self, activity, times=None, trials=None) -> None:
+        """Fold in the next frames, and announce trials.
+
+        Parameters
+        ----------
+        activity : array, shape (k, n)
+            The next ``k`` frames (``k`` may be 0, to announce trials only).
+        times : array, shape (k,), optional
+            Their times in seconds, strictly increasing after the previous frames;
+            exactly when the estimator has no ``rate``.
+        trials : Trials, optional
+            Trials announced with this piece (any onsets: past, present or future);
+            targets index the columns of ``activity``.
+
+        Raises
+        ------
+        TypeError, ValueError
+            A bad piece, bad times, bad trials, a trial announced after its frames were
+            let go, a non-finite value in a frame an announced trial covers. The
+            estimator is then unchanged.
+        """
+        began = time.perf_counter()
+        rows, bad, times = self._check_frames(activity, times)
+        k, n = rows.shape
+        onsets, targets = self._check_trials(trials, n)
+        held = (self._held if self._held is not None else self._empty(n)).then(rows, bad, times)
+        clock = self._clock(self._rows + k, np.concatenate([self._last_times, times if times is not None else []])[-2:],
+                            self._first_time if self._first_time is not None or times is None or k == 0 else times[0])
+        pending = (self._pending[0] + onsets, self._pending[1] + targets)
+
+        def locate(frame, column):
+            if frame >= self._rows:
+                return f"activity[{frame - self._rows}, {column}] of this piece (frame {frame})"
+            return f"column {column} of frame {frame}, of an earlier piece"
+
+        outcome = self._resolve(pending, clock, held, locate)
+        # Every check passed: commit.
+        if self._moments is None:
+            from .moments.trials import TrialMoments
+
+            self._moments = TrialMoments(n, n, same_neurons=True)
+        self._fold(outcome)
+        self._announced += len(onsets)
+        self._early = (self._early[0] + outcome["early"][0], self._early[1] + outcome["early"][1])
+        self._pending = outcome["pending"]
+        if self._head is None or self._head.stop == self._rows:  # the head is still every frame so far
+            head = (self._head if self._head is not None else self._empty(n)).then(rows, bad, times)
+            self._head = head.until(self._head_stop(clock, head))
+        self._rows = clock["rows"]
+        self._last_times, self._first_time = clock["last_times"], clock["first"]
+        self._held = self._trim(held, clock, outcome["pending"])
+        self._seconds += time.perf_counter() - began
+
+    def _empty(self, n) -> _Held:
+        return _Held(np.empty((0, n)), np.zeros(0, dtype=bool), None if self.rate is not None else np.empty(0), 0)
+
+    def _head_stop(self, clock, frames) -> int:
+        """End of the head: the first frame a trial's span after the first frame (``frames`` holds every frame so far)."""
+        if clock["rows"] == 0:
+            return 0
+        stop = int(self._frames_at(np.array([self._first(clock) + self._span]), clock, frames)[0])
+        return min(stop, clock["rows"])
+
+    def _check_frames(self, activity, times):
+        activity = as_numeric_array(activity, "activity")
+        if activity.ndim != 2:
+            raise ValueError(f"activity must be 2-D (k, n), time-major (a row per frame), got shape {activity.shape}")
+        k, n = activity.shape
+        if n == 0:
+            raise ValueError(f"activity must have at least one neuron (column), got shape {activity.shape}")
+        if self._moments is not None and n != self._moments.n_responders:
+            raise ValueError(f"activity must have {self._moments.n_responders} columns, as the frames before it, "
+                             f"got shape {activity.shape}")
+        if self.ids is not None and self.ids.shape[0] != n:
+            raise ValueError(f"activity must have one column per id ({self.ids.shape[0]}), got shape {activity.shape}")
+        rows = np.asarray(activity, dtype=np.float64)
+        bad = ~np.isfinite(rows).all(axis=1) if k else np.zeros(0, dtype=bool)
+        if self.rate is not None:
+            if times is not None:
+                raise ValueError(f"times must be None: the estimator has rate={self.rate:g}, got {describe(times)}")
+            return rows, bad, None
+        if times is None:
+            raise ValueError("times must be given with every piece (the estimator has no rate), got None")
+        times = as_numeric_array(times, "times").astype(np.float64)
+        if times.shape != (k,):
+            raise ValueError(f"times must have one time per row of activity ({k}), got shape {times.shape}")
+        if k:
+            if not np.all(np.isfinite(times)):
+                j = int(np.argmax(~np.isfinite(times)))
+                raise ValueError(f"times must be finite, got {times[j]} at times[{j}]")
+            previous = self._last_times[-1] if self._last_times.shape[0] else -np.inf
+            steps = np.diff(np.concatenate([[previous], times]))
+            if np.any(steps <= 0):
+                j = int(np.argmax(steps <= 0))
+                before = previous if j == 0 else times[j - 1]
+                raise ValueError(f"times must be strictly increasing, got times[{j}]={times[j]} after {before}")
+        return rows, bad, times
+
+    def _check_trials(self, trials, n):
+        if trials is None:
+            return [], []
+        if not isinstance(trials, Trials):
+            raise TypeError(f"trials must be a Trials or None, got {describe(trials)}")
+        trials = trials.bound_to(n)
+        return [float(t) for t in trials.onsets], [trials.targets_of(k).copy() for k in range(trials.n_trials)]
+
+    def _resolve(self, pending, clock, held, locate) -> dict:
+        """Sort announced trials into folded (with their responses), dropped, early and still open."""
+        onsets, targets = pending
+        out = {"responses": [], "targets": [], "dropped": dict.fromkeys(self._dropped, 0), "early": ([], []),
+               "pending": ([], [])}
+        if not onsets:
+            return out
+        if clock["rows"] == 0:
+            out["pending"] = (list(onsets), list(targets))
+            return out
+        parts = [self.window] + ([self.baseline] if self.baseline is not None else [])
+        onset_array = np.asarray(onsets, dtype=np.float64)
+        bounds = np.stack([np.stack([onset_array + a, onset_array + b], axis=-1) for a, b in parts], axis=1)
+        first = self._first(clock)
+        final_bound, _ = self._bounds_final_end(clock)
+        early = np.any(bounds[..., 0] < first, axis=1)
+        final = ~early & np.all(bounds[..., 1] <= final_bound, axis=1)
+        frames = self._frames_at(bounds, clock, held)
+        starts = np.where(early, held.start, frames[..., 0].min(axis=1))
+        gone = ~early & (starts < held.start)
+        if gone.any():
+            j = int(np.argmax(gone))
+            raise ValueError(
+                f"trials: the trial at onset {onsets[j]:g} s needs frames from {bounds[j, :, 0].min():g} s, which are "
+                f"no longer held; announce trials by their onset, or make the estimator with a larger history= "
+                f"(now {self.history:g} s)"
+            )
+        bad_before = np.concatenate([[0], np.cumsum(held.bad)])
+        for j in range(len(onsets)):
+            if early[j]:
+                out["early"][0].append(onsets[j])
+                out["early"][1].append(targets[j])
+                continue
+            ranges = [(max(a, held.start), min(b, held.stop)) for a, b in frames[j]]
+            for a, b in ranges:  # a non-finite frame in an announced trial's window
+                if b > a and bad_before[b - held.start] > bad_before[a - held.start]:
+                    frame = a + int(np.argmax(held.bad[a - held.start : b - held.start]))
+                    column = int(np.argmax(~np.isfinite(held.rows[frame - held.start])))
+                    raise ValueError(
+                        f"activity must be finite in the trials' windows, got {held.rows[frame - held.start, column]} "
+                        f"at {locate(frame, column)}, in the window of the trial at onset "
+                        f"{onsets[j]:g} s"
+                    )
+            if not final[j]:
+                out["pending"][0].append(onsets[j])
+                out["pending"][1].append(targets[j])
+                continue
+            empty = [b <= a for a, b in frames[j]]
+            if empty[0]:
+                out["dropped"]["empty_window"] += 1
+            elif len(empty) == 2 and empty[1]:
+                out["dropped"]["empty_baseline"] += 1
+            else:
+                out["responses"].append(self._response(frames[j], held))
+                out["targets"].append(targets[j])
+        return out
+
+    @staticmethod
+    def _response(frames, held):
+        from .io.responses import _mean_rows
+
+        means = [_mean_rows([held.rows[a - held.start : b - held.start]]) for a, b in frames]
+        return means[0] - means[1] if len(means) == 2 else means[0]
+
+    def _fold(self, outcome, moments=None) -> None:
+        moments = self._moments if moments is None else moments
+        for reason, count in outcome["dropped"].items():
+            if moments is self._moments:
+                self._dropped[reason] += count
+        if outcome["responses"]:
+            chosen = outcome["targets"]
+            indptr = np.zeros(len(chosen) + 1, dtype=np.int64)
+            np.cumsum([t.size for t in chosen], out=indptr[1:])
+            indices = np.concatenate(chosen) if chosen else np.empty(0, dtype=np.int64)
+            moments.update_targets(indptr, indices, np.stack(outcome["responses"]))
+
+    def _trim(self, held, clock, pending) -> _Held:
+        """Let go of the frames no open trial, and no trial announced within ``history``, can need."""
+        if clock["rows"] == 0:
+            return held
+        oldest = self._last_time(clock) - self._reach - self.history
+        if pending[0]:
+            parts = [self.window] + ([self.baseline] if self.baseline is not None else [])
+            oldest = min(oldest, min(pending[0]) + min(a for a, _ in parts))
+        keep_from = int(self._frames_at(np.array([oldest]), clock, held)[0])
+        if keep_from <= held.start:  # nothing to let go (or already older than what is held)
+            return held
+        return held.since(min(keep_from, clock["rows"]))
+
+    # ------------------------------------------------------------------ results
+
+    def result(self):
+        """The current :class:`~streamcausal.io.responses.TrialResult`: ``estimate_trials`` on every frame and trial so far."""
+        from .io.responses import TrialResult
+
+        if self._moments is None:
+            raise ValueError("OnlineTrialEstimator has no frames yet: call update() with a first piece before result()")
+        n = self._moments.n_responders
+        clock = self._clock(self._rows, self._last_times, self._first_time)
+        moments, dropped = self._moments.merge(self._moments.__class__(n, n, same_neurons=True)), dict(self._dropped)
+        dropped["off_recording"] += len(self._early[0])
+        if self._pending[0]:
+            # As estimate_trials on the frames so far: open trials inside them are folded, the others run off.
+            onsets = np.asarray(self._pending[0])
+            parts = [self.window] + ([self.baseline] if self.baseline is not None else [])
+            _, end = self._bounds_final_end(clock)
+            inside = np.all(np.stack([onsets + b for _, b in parts], axis=1) <= end, axis=1)
+            dropped["off_recording"] += int((~inside).sum())
+            if inside.any():
+                held = self._held
+                frames = self._frames_at(np.stack([np.stack([onsets[inside] + a, onsets[inside] + b], axis=-1)
+                                                    for a, b in parts], axis=1), clock, held)
+                outcome = {"responses": [], "targets": []}
+                chosen = [self._pending[1][j] for j in np.flatnonzero(inside)]
+                for j, ranges in enumerate(frames):
+                    empty = [b <= a for a, b in ranges]
+                    if empty[0]:
+                        dropped["empty_window"] += 1
+                    elif len(empty) == 2 and empty[1]:
+                        dropped["empty_baseline"] += 1
+                    else:
+                        outcome["responses"].append(self._response(ranges, held))
+                        outcome["targets"].append(chosen[j])
+                self._fold({"dropped": {}, **outcome}, moments)
+        parameters = {
+            "source": "online",
+            "window": list(self.window),
+            "baseline": None if self.baseline is None else list(self.baseline),
+            "method": self.method,
+            "timing": f"rate {self.rate:g} Hz from {self.starting_time:g} s" if self.rate is not None else "timestamps",
+            "n_trials_given": self._announced,
+            "pending_trials": len(self._pending[0]),
+        }
+        ids = self.ids if self.ids is not None else np.arange(n)
+        return TrialResult(moments, self.method, sum(dropped.values()), dropped, ids.copy(), ids.copy(), self._rows,
+                           self._seconds, parameters)

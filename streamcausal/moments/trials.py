@@ -211,6 +211,36 @@ class TrialMoments:
             setattr(self, name, sparse.csr_matrix(np.asarray(arrays[name], dtype=np.float64)))
         return self
 
+    def state_arrays(self) -> dict:
+        """The whole state as flat arrays that keep the sparse sums sparse (CSR parts), for checkpoints.
+
+        Unlike :meth:`to_arrays` the size is the dense sums plus the co-targeted pairs,
+        never ``3 n_sources**2``.
+        """
+        arrays = {"count": np.array(self.count, dtype=np.int64)}
+        arrays.update({name: getattr(self, name).copy() for name in _DENSE})
+        for name in _SPARSE:
+            matrix = getattr(self, name).tocsr()
+            matrix.sort_indices()
+            arrays.update({f"{name}_data": matrix.data.astype(np.float64), f"{name}_indices": matrix.indices.astype(np.int64),
+                           f"{name}_indptr": matrix.indptr.astype(np.int64)})
+        return arrays
+
+    @classmethod
+    def from_state_arrays(cls, arrays, *, same_neurons) -> TrialMoments:
+        """Inverse of :meth:`state_arrays` (bit for bit)."""
+        sums = np.asarray(arrays["sums"], dtype=np.float64)
+        self = cls(sums.shape[0], sums.shape[1], same_neurons=same_neurons)
+        self.count = int(np.asarray(arrays["count"]).reshape(()))
+        for name in _DENSE:
+            setattr(self, name, np.array(arrays[name], dtype=np.float64))
+        sparse, p = _sparse(), self.n_sources
+        for name in _SPARSE:
+            parts = (np.asarray(arrays[f"{name}_data"], dtype=np.float64), np.asarray(arrays[f"{name}_indices"]),
+                     np.asarray(arrays[f"{name}_indptr"]))
+            setattr(self, name, sparse.csr_matrix(parts, shape=(p, p)))
+        return self
+
     # ------------------------------------------------------------------ centred statistics
 
     def _centred(self):
