@@ -36,7 +36,6 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 
@@ -55,6 +54,8 @@ OUTPUT_SCHEMA = 1
 _SLOTS = ("estimates_a", "estimates_b")
 _RECENT_SECONDS = 10.0  # rows per second are measured over this much recent time
 _PUBLISH_SECONDS = 1.0  # during a long catch-up, publish at least this often
+_RUN_SLOTS = ("checkpoint_a", "checkpoint_b")  # a run store's checkpoint slots (io/store.py)
+_RUN_RETRIES = 5
 _RUN_SEED_GROUP = re.compile(r"^seed_(\d+)$")
 
 
@@ -78,22 +79,6 @@ def _reopen(group):
     import zarr
 
     return zarr.open_group(group.store, path=group.path, mode="r", use_consolidated=False)
-
-
-def _local_directory(group) -> Path | None:
-    import zarr
-
-    if isinstance(group.store, zarr.storage.LocalStore):
-        return Path(group.store.root) / group.path
-    return None
-
-
-def _fsync_tree(directory: Path) -> None:
-    """Flush every file under ``directory`` (and the directories) to disk before the pointer that makes them current."""
-    from .io.store import fsync_paths
-
-    files = [path for path in directory.rglob("*") if path.is_file() and not path.name.endswith(".partial")]
-    fsync_paths(files, stop_at=directory)
 
 
 # ----------------------------------------------------------------------------- the writer's side
@@ -338,17 +323,35 @@ class _RunSource(_Source):
     def __init__(self, group, names, where, seed, n_steps):
         super().__init__(group, names, where)
         self.seed, self.n_steps = seed, n_steps
+        self.rows = 0
 
     def poll(self):
-        from .io.store import SeedStore
-
-        checkpoint = SeedStore(_reopen(self.group)[f"seed_{self.seed}"]).read_checkpoint()
-        if checkpoint is None:
+        # A record is written after the rows it counts are flushed, and only the slot that is not
+        # the newest is ever cleared, so the largest steps_done never goes back. Zarr writes a
+        # record key by key (steps_done last, and cleared last), so any steps_done seen is a true
+        # count. Only the records are read, not the checkpoint's arrays: reading those can race a
+        # writer that checkpoints after every chunk, and the rows are final once counted.
+        best = None
+        for attempt in range(_RUN_RETRIES):
+            seed_group = _reopen(self.group)[f"seed_{self.seed}"]
+            for slot in _RUN_SLOTS:
+                try:
+                    record = dict(seed_group[slot].attrs)
+                except KeyError:
+                    continue
+                done = record.get("steps_done")
+                if isinstance(done, int) and (best is None or done > best["steps_done"]):
+                    best = record
+            if best is not None and best["steps_done"] >= self.rows:
+                break
+            time.sleep(0.01 * attempt)  # a slot was being rewritten as it was read: look again
+        if best is None:
             return 0, False
-        rows = int(checkpoint.get("steps_done") or 0)
-        finished = checkpoint.get("stopped_at") is not None or rows >= self.n_steps
+        rows = best["steps_done"]
+        finished = best.get("stopped_at") is not None or rows >= self.n_steps
         if rows > 0:
             self.ensure(rows)
+        self.rows = max(self.rows, rows)
         return rows, finished
 
     def connectivity(self):
@@ -626,7 +629,7 @@ class Follower:
         for name, (values, dims) in arrays.items():
             self._put(group, slot, name, np.asarray(values), dims)
         self.estimator.save(group.require_group("state"))
-        group.attrs.update(_jsonable({
+        group.update_attributes(_jsonable({
             "rows_consumed": self.rows_consumed, "rows_complete": self.rows_complete, "samples": state.samples,
             "finished": self.finished, "stop_reason": self.stop_reason, "target_se": self.target_se,
             "alpha": self.alpha, "written": time.time(), "convergence": self.convergence,
@@ -634,10 +637,8 @@ class Follower:
                 None if r < 0 else int(r) for r in self.reached_at_row],
             "last_to_reach": list(self.last_to_reach),
         }))
-        directory = _local_directory(group)
-        if directory is not None:
-            _fsync_tree(directory)  # the slot is on disk before the pointer that makes it current
-        self._output.attrs.update({"current": slot, "rows_consumed": self.rows_consumed, "samples": state.samples,
+        # The pointer moves last: a follower killed before this line leaves the previous slot current.
+        self._output.update_attributes({"current": slot, "rows_consumed": self.rows_consumed, "samples": state.samples,
                                    "finished": self.finished, "stop_reason": self.stop_reason})
         self._current_slot = slot
         self._written_rows = self.rows_consumed
