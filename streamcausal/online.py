@@ -841,7 +841,8 @@ class OnlineTrialEstimator:
         """End of the head: the first frame a trial's span after the first frame (``frames`` holds every frame so far)."""
         if clock["rows"] == 0:
             return 0
-        stop = int(self._frames_at(np.array([self._first(clock) + self._span]), clock, frames)[0])
+        # one frame past the span, so that a trial begun before the first frame ends inside the head
+        stop = int(self._frames_at(np.array([self._first(clock) + self._span]), clock, frames)[0]) + 1
         return min(stop, clock["rows"])
 
     def _check_frames(self, activity, times):
@@ -1023,3 +1024,165 @@ class OnlineTrialEstimator:
         ids = self.ids if self.ids is not None else np.arange(n)
         return TrialResult(moments, self.method, sum(dropped.values()), dropped, ids.copy(), ids.copy(), self._rows,
                            self._seconds, parameters)
+
+    # ------------------------------------------------------------------ merging
+
+    def _settings(self) -> dict:
+        return {"rate": self.rate, "starting_time": self.starting_time, "window": list(self.window),
+                "baseline": None if self.baseline is None else list(self.baseline), "method": self.method,
+                "history": self.history}
+
+    def merge(self, later: OnlineTrialEstimator) -> OnlineTrialEstimator:
+        """A new estimator of both parts: this one fed the first frames, ``later`` (started fresh) the next ones.
+
+        ``later`` must have the same settings and, with ``rate``, ``first_frame`` equal
+        to this one's ``first_frame + rows``. Exact: trials open at the cut (announced
+        to this one) are finished with ``later``'s first frames, and trials announced to
+        ``later`` that begin before its first frame with this one's last frames. A
+        trial announced to this one that lies wholly in ``later``'s frames cannot be
+        merged (ValueError): announce a trial to the estimator that gets its first frame.
+        Neither side changes.
+        """
+        if not isinstance(later, OnlineTrialEstimator):
+            raise TypeError(f"later must be an OnlineTrialEstimator, got {describe(later)}")
+        mine, theirs = self._settings(), later._settings()
+        if mine != theirs:
+            different = [name for name in mine if mine[name] != theirs[name]]
+            raise ValueError(f"later must have the same settings, got {different} = "
+                             f"{[theirs[name] for name in different]} against {[mine[name] for name in different]}")
+        if self.rate is not None and later.first_frame != self.first_frame + self._rows:
+            raise ValueError(f"later must start at frame {self.first_frame + self._rows} (first_frame), "
+                             f"got first_frame={later.first_frame}")
+        if (self.rate is None and self._rows and later._rows
+                and later._first_time <= float(self._last_times[-1])):
+            raise ValueError(f"later's frames must come after this one's, got a first time {later._first_time} "
+                             f"<= {float(self._last_times[-1])}")
+        widths = {e._moments.n_responders for e in (self, later) if e._moments is not None}
+        if len(widths) > 1:
+            raise ValueError(f"later must have the same number of neurons, got {sorted(widths)}")
+        ids = [e.ids for e in (self, later) if e.ids is not None]
+        if len(ids) == 2 and not np.array_equal(ids[0], ids[1]):
+            raise ValueError("later must have the same ids")
+        merged = OnlineTrialEstimator(**{**mine, "window": self.window, "baseline": self.baseline},
+                                      first_frame=self.first_frame, ids=ids[0] if ids else None)
+        merged._announced = self._announced + later._announced
+        merged._seconds = self._seconds + later._seconds
+        if not widths:  # no frame on either side: only trials announced
+            merged._pending = (self._pending[0] + later._pending[0], self._pending[1] + later._pending[1])
+            return merged
+        n = widths.pop()
+        a = self._rows
+        mine_held = self._held if self._held is not None else self._empty(n)
+        later_head = later._head if later._head is not None else later._empty(n)
+        later_held = later._held if later._held is not None else later._empty(n)
+        near = mine_held.then(later_head.rows, later_head.bad, later_head.times)  # frames about the cut
+        contiguous = later_held.start <= later_head.stop
+        if contiguous:
+            rest = later_held.since(later_head.stop)
+            frames = near.then(rest.rows, rest.bad, rest.times)
+            rows = a + later._rows
+        else:
+            frames, rows = near, a + later_head.stop
+        last_times = np.concatenate([self._last_times, later._last_times])[-2:]
+        if not contiguous and self.rate is None:
+            last_times = np.concatenate([self._last_times, later_head.times])[-2:]
+        first_time = self._first_time if self._first_time is not None else later._first_time
+        clock = merged._clock(rows, last_times, first_time)
+
+        def locate(frame, column):
+            return f"column {column} of frame {frame} (frame {frame - a} of the later estimator)"
+
+        candidates = (self._pending[0] + later._early[0], self._pending[1] + later._early[1])
+        outcome = merged._resolve(candidates, clock, frames, locate)
+        if not contiguous and outcome["pending"][0]:
+            raise ValueError(
+                f"later: the trial at onset {outcome['pending'][0][0]:g} s, announced to the earlier estimator, needs "
+                "frames the later one no longer holds; announce trials to the estimator that gets their first frame"
+            )
+        from .moments.trials import TrialMoments
+
+        merged._moments = TrialMoments(n, n, same_neurons=True)
+        for part in (self._moments, later._moments):
+            if part is not None:
+                merged._moments += part
+        merged._fold(outcome)
+        for reason in merged._dropped:
+            merged._dropped[reason] += self._dropped[reason] + later._dropped[reason]
+        merged._early = (self._early[0] + outcome["early"][0], self._early[1] + outcome["early"][1])
+        pending = (outcome["pending"][0] + later._pending[0], outcome["pending"][1] + later._pending[1])
+        merged._pending = pending
+        merged._rows = a + later._rows
+        merged._last_times = np.concatenate([self._last_times, later._last_times])[-2:]
+        merged._first_time = first_time
+        full_clock = merged._clock(merged._rows, merged._last_times, first_time)
+        if not contiguous:  # later's held frames, in the merged numbering
+            frames = _Held(later_held.rows, later_held.bad, later_held.times, later_held.start + a,
+                           later_held.dropped_time)
+        merged._held = merged._trim(frames, full_clock, pending)
+        mine_head = self._head if self._head is not None else self._empty(n)
+        if mine_head.stop == a:  # this side's frames are all head: the head goes on into later's
+            head = mine_head.then(later_head.rows, later_head.bad, later_head.times)
+            merged._head = head.until(merged._head_stop(full_clock, head))
+        else:
+            merged._head = mine_head
+        return merged
+
+    # ------------------------------------------------------------------ checkpoints
+
+    def save(self, group) -> None:
+        """Write the state into ``group`` as an atomic checkpoint (as :meth:`OnlineEstimator.save`)."""
+        state = {**self._settings(), "first_frame": self.first_frame, "rows": self._rows, "seconds": self._seconds,
+                 "announced": self._announced, "dropped": dict(self._dropped),
+                 "ids": None if self.ids is None else self.ids.tolist(), "first_time": self._first_time,
+                 "n": None if self._moments is None else self._moments.n_responders}
+        arrays = {"last_times": self._last_times}
+        for name, (onsets, targets) in (("pending", self._pending), ("early", self._early)):
+            arrays[f"{name}_onsets"] = np.asarray(onsets, dtype=np.float64)
+            arrays[f"{name}_indptr"] = np.concatenate([[0], np.cumsum([len(t) for t in targets])]).astype(np.int64)
+            arrays[f"{name}_indices"] = (np.concatenate(targets) if targets else np.empty(0)).astype(np.int64)
+        if self._moments is not None:
+            arrays.update({f"moments_{k}": v for k, v in self._moments.state_arrays().items()})
+            for name, frames in (("held", self._held), ("head", self._head)):
+                arrays.update({f"{name}_rows": frames.rows, f"{name}_bad": frames.bad,
+                               f"{name}_where": np.array([frames.start, frames.dropped_time])})
+                if frames.times is not None:
+                    arrays[f"{name}_times"] = frames.times
+        save_checkpoint(group, "online_trial_estimator", state, arrays)
+
+    @classmethod
+    def load(cls, group) -> OnlineTrialEstimator:
+        """The estimator saved in ``group``: its newest valid checkpoint."""
+        from .moments.trials import TrialMoments
+
+        state, arrays = load_checkpoint(group, "online_trial_estimator")
+        try:
+            self = cls(rate=state["rate"], starting_time=state["starting_time"], first_frame=state["first_frame"],
+                       window=tuple(state["window"]),
+                       baseline=None if state["baseline"] is None else tuple(state["baseline"]),
+                       method=state["method"], history=state["history"], ids=state["ids"])
+            self._rows, self._seconds, self._announced = int(state["rows"]), float(state["seconds"]), int(state["announced"])
+            self._dropped = {k: int(v) for k, v in state["dropped"].items()}
+            self._first_time = state["first_time"]
+            self._last_times = np.asarray(arrays["last_times"], dtype=np.float64)
+            for name in ("pending", "early"):
+                onsets, indptr = arrays[f"{name}_onsets"], arrays[f"{name}_indptr"]
+                indices = np.asarray(arrays[f"{name}_indices"], dtype=np.int64)
+                setattr(self, f"_{name}", ([float(t) for t in onsets],
+                                           [indices[indptr[k] : indptr[k + 1]].copy() for k in range(len(onsets))]))
+            if state["n"] is not None:
+                moments = {k[len("moments_"):]: v for k, v in arrays.items() if k.startswith("moments_")}
+                self._moments = TrialMoments.from_state_arrays(moments, same_neurons=True)
+                for name in ("held", "head"):
+                    start, dropped_time = arrays[f"{name}_where"]
+                    times = arrays.get(f"{name}_times")
+                    setattr(self, f"_{name}", _Held(np.asarray(arrays[f"{name}_rows"], dtype=np.float64),
+                                                    np.asarray(arrays[f"{name}_bad"], dtype=bool),
+                                                    None if times is None else np.asarray(times, dtype=np.float64),
+                                                    int(start), float(dropped_time)))
+        except (KeyError, TypeError) as error:
+            raise ValueError(f"group holds a malformed OnlineTrialEstimator checkpoint: {error}") from error
+        return self
+
+    def __repr__(self) -> str:
+        return (f"OnlineTrialEstimator(method={self.method!r}, rows={self._rows}, n_trials={self.n_trials}, "
+                f"pending_trials={self.pending_trials})")
