@@ -381,8 +381,8 @@ def test_cli_follow_ctrl_c_leaves_it_resumable(trajectory, tmp_path):
 @pytest.mark.subprocess
 def test_follow_a_run_store_while_streamcausal_run_writes_it(tmp_path):
     store = tmp_path / "run.zarr"
-    run = subprocess.Popen([sys.executable, "-m", "streamcausal", "run", "--neurons", "40", "--steps", "240000",
-                            "--chunk-steps", "6000", "--seeds", "1", "--store", str(store), "--save-trajectory",
+    run = subprocess.Popen([sys.executable, "-m", "streamcausal", "run", "--neurons", "20", "--steps", "120000",
+                            "--chunk-steps", "4000", "--seeds", "1", "--store", str(store), "--save-trajectory",
                             "--checkpoint-seconds", "0", "--no-report", "--no-progress"],
                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 60
@@ -395,8 +395,8 @@ def test_follow_a_run_store_while_streamcausal_run_writes_it(tmp_path):
     reason = follower.follow(interval=0.02, timeout=120, on_poll=lambda f: seen.append(f.rows_complete))
     _, err = run.communicate(timeout=60)
     assert run.returncode == 0, err
-    assert reason == "finished" and follower.rows_consumed == 240_000
-    assert any(0 < rows < 240_000 for rows in seen), "rows were followed while the run wrote them"
+    assert reason == "finished" and follower.rows_consumed == 120_000
+    assert any(0 < rows < 120_000 for rows in seen), "rows were followed while the run wrote them"
     expected = sc.estimate_store(store, "seed_0/activity", "seed_0/stimulation", "seed_0/clamped")
     assert_same_estimate(follower.state.effect, follower.state.stderr, expected)
     assert follower.state.convergence[-1]["score"] is not None  # the run's connectivity is known
