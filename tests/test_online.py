@@ -13,7 +13,7 @@ from reference import reference_cross_moments
 
 import streamcausal as sc
 from streamcausal import online as online_module
-from streamcausal.online import OnlineEstimator
+from streamcausal.online import OnlineEstimator, OnlineTrialEstimator
 
 TOL = 1e-10
 MOMENT_KEYS = ("mean_in", "mean_out", "m2_in", "m2_out", "comoment")
@@ -454,3 +454,177 @@ def test_merge_refuses_other_settings_and_widths():
     assert OnlineEstimator().merge(OnlineEstimator()).rows == 0
     assert_same(OnlineEstimator().merge(first).result(), first.result())
     assert_same(first.merge(OnlineEstimator()).result(), first.result())
+
+
+# --------------------------------------------------------------------------- the trial estimator
+
+TRIAL_WINDOW = (0.0, 0.35)
+
+
+def trial_recording(seed, T=60, n=3, K=14, timestamps=False):
+    rng = np.random.default_rng(seed)
+    activity = 1.0 + rng.normal(size=(T, n))
+    onsets = np.sort(rng.uniform(-0.5, T / 10 + 0.3, size=K))  # some run off either end
+    targets = [list(rng.choice(n, size=rng.integers(0, 3), replace=False)) for _ in range(K)]
+    for onset, chosen in zip(onsets, targets):
+        activity[int(np.clip(onset * 10, 0, T - 1)), chosen] += 1.0
+    times = np.cumsum(rng.uniform(0.05, 0.15, size=T)) if timestamps else None
+    return activity, onsets, targets, times
+
+
+def trials_of(onsets, targets, chosen):
+    return sc.Trials(onsets[chosen], [targets[k] for k in np.flatnonzero(chosen)], n_sources=3)
+
+
+def assert_same_trials(result, expected, tol=TOL):
+    assert result.n_trials == expected.n_trials
+    assert result.dropped == expected.dropped
+    for name in ("effect", "stderr", "pvalue", "qvalue"):
+        np.testing.assert_allclose(getattr(result, name), getattr(expected, name), rtol=0, atol=tol, equal_nan=True)
+    np.testing.assert_array_equal(result.trials_per_source, expected.trials_per_source)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data())
+def test_trials_in_random_pieces_equal_estimate_trials_at_every_piece(data):
+    """Frames cut anywhere (windows split across pieces, one-frame pieces), trials announced up front or at their onset."""
+    timestamps = data.draw(st.booleans(), label="timestamps")
+    baseline = data.draw(st.sampled_from([None, (-0.3, 0.0)]), label="baseline")
+    method = data.draw(st.sampled_from(["regression", "difference"]), label="method")
+    announce = data.draw(st.sampled_from(["first", "onset"]), label="announce")
+    activity, onsets, targets, times = trial_recording(data.draw(st.integers(0, 2**16), label="seed"),
+                                                       timestamps=timestamps)
+    T = activity.shape[0]
+    bounds = (0, *sorted(data.draw(st.lists(st.integers(0, T), max_size=14), label="cuts")), T)
+    rate = None if timestamps else 10.0
+    clock = times if timestamps else np.arange(T) / 10.0
+    settings_ = dict(window=TRIAL_WINDOW, baseline=baseline, method=method)
+    online = OnlineTrialEstimator(rate=rate, **settings_)
+    told = np.zeros(onsets.size, dtype=bool)
+    for s, e in zip(bounds[:-1], bounds[1:]):
+        now = ~told if announce == "first" else ~told & (onsets <= (clock[e - 1] if e else -np.inf))
+        told |= now
+        online.update(activity[s:e], times=None if rate else times[s:e], trials=trials_of(onsets, targets, now))
+        if e >= 2:  # at any time, the result is estimate_trials on the frames and trials so far
+            expected = sc.estimate_trials(activity[:e], trials_of(onsets, targets, told), rate=rate,
+                                          times=None if rate else times[:e], **settings_)
+            assert_same_trials(online.result(), expected)
+    online.update(activity[:0], times=None if rate else times[:0], trials=trials_of(onsets, targets, ~told))
+    expected = sc.estimate_trials(activity, sc.Trials(onsets, targets, n_sources=3), rate=rate, times=times,
+                                  **settings_)
+    assert_same_trials(online.result(), expected)
+    assert online.rows == T and online.n_trials <= expected.n_trials
+
+
+@pytest.mark.parametrize("timestamps", [False, True])
+def test_trials_in_one_frame_pieces_hold_only_open_windows(timestamps):
+    activity, onsets, targets, times = trial_recording(11, T=200, K=40, timestamps=timestamps)
+    rate = None if timestamps else 10.0
+    online = OnlineTrialEstimator(rate=rate, window=TRIAL_WINDOW, baseline=(-0.3, 0.0))
+    online.update(activity[:0], times=None if rate else times[:0], trials=sc.Trials(onsets, targets, n_sources=3))
+    most_held = 0
+    for t in range(200):
+        online.update(activity[t : t + 1], times=None if rate else times[t : t + 1])
+        most_held = max(most_held, online._held.rows.shape[0])
+    expected = sc.estimate_trials(activity, sc.Trials(onsets, targets, n_sources=3), rate=rate, times=times,
+                                  window=TRIAL_WINDOW, baseline=(-0.3, 0.0))
+    assert_same_trials(online.result(), expected)
+    assert most_held < 40  # a window and a baseline (0.65 s, under 14 frames), never the recording
+
+
+@pytest.mark.parametrize("timestamps", [False, True])
+@pytest.mark.parametrize("baseline", [None, (-0.3, 0.0)])
+def test_trial_merge_of_two_parts_equals_whole_at_every_cut(timestamps, baseline):
+    activity, onsets, targets, times = trial_recording(4, timestamps=timestamps)
+    T = activity.shape[0]
+    rate = None if timestamps else 10.0
+    clock = times if timestamps else np.arange(T) / 10.0
+    settings_ = dict(window=TRIAL_WINDOW, baseline=baseline)
+    expected = sc.estimate_trials(activity, sc.Trials(onsets, targets, n_sources=3), rate=rate, times=times,
+                                  **settings_)
+    for a in range(1, T):
+        # each trial is announced to the estimator that gets its first frame
+        mine = onsets + min(0.0, (baseline or (0.0,))[0]) < clock[a]
+        first = OnlineTrialEstimator(rate=rate, **settings_)
+        first.update(activity[:a], times=None if rate else times[:a], trials=trials_of(onsets, targets, mine))
+        second = OnlineTrialEstimator(rate=rate, first_frame=a if rate else 0, **settings_)
+        second.update(activity[a:], times=None if rate else times[a:], trials=trials_of(onsets, targets, ~mine))
+        assert_same_trials(first.merge(second).result(), expected)
+
+
+def test_trial_save_load_mid_stream_and_torn_save(tmp_path):
+    activity, onsets, targets, times = trial_recording(5, timestamps=True)
+    settings_ = dict(window=TRIAL_WINDOW, baseline=(-0.3, 0.0), method="difference")
+    group = zarr.open_group(str(tmp_path / "trials.zarr"), mode="w")
+    online = OnlineTrialEstimator(**settings_)
+    online.update(activity[:17], times=times[:17], trials=sc.Trials(onsets, targets, n_sources=3))
+    online.save(group)
+    online.update(activity[17:33], times=times[17:33])
+    online.save(group)
+    group[_newest_slot_of(group, "online_trial_estimator")].attrs.clear()  # the newest save torn
+    online = OnlineTrialEstimator.load(group)
+    assert online.rows == 17
+    online.update(activity[17:], times=times[17:])
+    expected = sc.estimate_trials(activity, sc.Trials(onsets, targets, n_sources=3), times=times, **settings_)
+    assert_same_trials(online.result(), expected)
+    uninterrupted = OnlineTrialEstimator(**settings_)
+    uninterrupted.update(activity[:17], times=times[:17], trials=sc.Trials(onsets, targets, n_sources=3))
+    uninterrupted.update(activity[17:], times=times[17:])
+    assert_same_trials(online.result(), uninterrupted.result(), tol=0)  # the same arithmetic on the same frames
+
+
+def _newest_slot_of(group, kind):
+    return max(online_module._records(group, kind), key=lambda item: item[1]["generation"])[0]
+
+
+def test_trial_bad_input_refused_and_state_unchanged():
+    activity, onsets, targets, times = trial_recording(6)
+    online = OnlineTrialEstimator(rate=10.0, window=TRIAL_WINDOW)
+    online.update(activity[:20], trials=sc.Trials(onsets, targets, n_sources=3))
+    before = (online.rows, online.n_trials, online.pending_trials, online._held.rows.copy())
+    bad = activity[20:30].copy()
+    covered = int(np.ceil(onsets[(onsets > 2.0) & (onsets < 2.6)][0] * 10)) - 20
+    bad[covered, 2] = np.nan
+    cases = [
+        (dict(activity=bad), ValueError, "activity must be finite in the trials' windows, got nan at "
+                                         rf"activity\[{covered}, 2\] of this piece"),
+        (dict(activity=activity[20:30, :2]), ValueError, "activity must have 3 columns"),
+        (dict(activity=activity[20:30], times=np.arange(10.0)), ValueError, "times must be None"),
+        (dict(activity=activity[20:30], trials=[1.0]), TypeError, "trials must be a Trials"),
+        (dict(activity=activity[20:30], trials=sc.Trials([2.5], [[5]])), ValueError, "trials target source 5"),
+        (dict(activity=activity[20:21], trials=sc.Trials([0.5], [[0]])), ValueError,
+         r"trial at onset 0.5 s needs frames from 0.5 s, which are no longer held.*history="),
+    ]
+    for arguments, error, match in cases:
+        with pytest.raises(error, match=match):
+            online.update(**arguments)
+        after = (online.rows, online.n_trials, online.pending_trials, online._held.rows)
+        assert before[:3] == after[:3]
+        np.testing.assert_array_equal(before[3], after[3])
+    timed = OnlineTrialEstimator(window=TRIAL_WINDOW)
+    with pytest.raises(ValueError, match="times must be given with every piece"):
+        timed.update(activity[:3])
+    timed.update(activity[:3], times=np.array([0.0, 0.1, 0.2]))
+    with pytest.raises(ValueError, match=r"times must be strictly increasing, got times\[0\]=0.2 after 0.2"):
+        timed.update(activity[3:5], times=np.array([0.2, 0.3]))
+    with pytest.raises(ValueError, match="method must be one of"):
+        OnlineTrialEstimator(rate=10.0, method="mean")
+    with pytest.raises(ValueError, match="window must have start < stop"):
+        OnlineTrialEstimator(rate=10.0, window=(1, 0))
+    with pytest.raises(ValueError, match="no frames yet"):
+        OnlineTrialEstimator(rate=10.0).result()
+    with pytest.raises(ValueError, match="later must start at frame 20"):
+        online.merge(OnlineTrialEstimator(rate=10.0, window=TRIAL_WINDOW, first_frame=3))
+
+
+def test_trials_announced_late_within_history():
+    activity, onsets, targets, _ = trial_recording(7)
+    online = OnlineTrialEstimator(rate=10.0, window=TRIAL_WINDOW, history=2.0)
+    online.update(activity)  # every frame first; the last 2 s of them are held
+    late = (onsets >= 5.9 - 2.0) & (onsets < 6.0)
+    with pytest.raises(ValueError, match="no longer held"):
+        online.update(activity[:0], trials=sc.Trials(onsets, targets, n_sources=3))
+    online.update(activity[:0], trials=trials_of(onsets, targets, late))
+    expected = sc.estimate_trials(activity, trials_of(onsets, targets, late), rate=10.0, window=TRIAL_WINDOW)
+    assert expected.n_trials > 0
+    assert_same_trials(online.result(), expected)
