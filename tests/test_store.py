@@ -312,7 +312,12 @@ def test_kill_at_random_moments_from_outside(reference, tmp_path):
     rng = np.random.default_rng(0)
     for _attempt in range(3):
         child = subprocess.Popen([sys.executable, str(script), str(path)])
-        time.sleep(1.0 + rng.uniform(0, 0.6))  # numba import and compile, then a few chunks
+        # The import takes seconds on a loaded machine: kill once the run has begun (its
+        # first checkpoint is there), at a random moment of its next few chunks.
+        deadline = time.monotonic() + 60
+        while not (path / "seed_5" / "checkpoint_a").exists() and child.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+        time.sleep(rng.uniform(0, 0.6))
         child.send_signal(signal.SIGKILL)
         child.wait(timeout=60)
     resumed = sc.run(A6, N_STEPS, store=stored(path, save_trajectory=True, mode="r+"), **RUN)

@@ -61,6 +61,9 @@ _ACTIVITY_COMPRESSORS = [zarr.codecs.BloscCodec(cname="lz4", clevel=5, shuffle="
 # chunk costs about its packed bits on disk (8.7 bytes a step at n = 100, against 27.5
 # byte-shuffled) and 2 ms of CPU instead of 7; readers see plain uint8/bool.
 _BINARY_COMPRESSORS = [zarr.codecs.BloscCodec(cname="lz4", clevel=5, shuffle="bitshuffle")]
+# Each trajectory chunk is written once, whole, with data: zarr's check whether it equals
+# the fill value (a full pass over the chunk, on zarr's event loop) would be wasted.
+_TRAJECTORY_WRITE_CONFIG = {"write_empty_chunks": True}
 _SLOTS = ("checkpoint_a", "checkpoint_b")
 _CHECKPOINT_ARRAYS = (
     "count", "mean_in", "mean_out", "m2_in", "m2_out", "comoment", "state", "mt", "mt_pos", "gauss",
@@ -303,7 +306,7 @@ def create_trajectory(group, n_steps, n_neurons, chunk_steps, dtype) -> StoredTr
         compressors=_BINARY_COMPRESSORS, dimension_names=["time"],
         attributes={"description": "True on the steps where the design clamped"},
     )
-    return StoredTrajectory(activity, stimulation, clamped)
+    return StoredTrajectory(*(array.with_config(_TRAJECTORY_WRITE_CONFIG) for array in (activity, stimulation, clamped)))
 
 
 def fsync_paths(paths, stop_at=None) -> None:
@@ -333,6 +336,7 @@ class SeedStore:
         self.directory = None if local_path is None else local_path / group.path
         self._unsynced = []
         self._trajectory = None
+        self._cast_buffers = {}
 
     def _fsync_written(self, extra_directories=()):
         """Flush to disk the files written since the last checkpoint (local stores only)."""
@@ -347,8 +351,20 @@ class SeedStore:
     def trajectory_arrays(self) -> StoredTrajectory:
         """The seed's trajectory arrays, opened once (each open reads metadata from the store)."""
         if self._trajectory is None:
-            self._trajectory = StoredTrajectory(*(self.group[name] for name in StoredTrajectory._fields))
+            self._trajectory = StoredTrajectory(*(self.group[name].with_config(_TRAJECTORY_WRITE_CONFIG)
+                                                  for name in StoredTrajectory._fields))
         return self._trajectory
+
+    def _cast(self, name, values, dtype):
+        """``values`` as ``dtype``, in a buffer kept for the next chunk (a fresh one costs its page faults)."""
+        if values.dtype == dtype:
+            return values
+        buffer = self._cast_buffers.get(name)
+        if buffer is None or buffer.dtype != dtype or buffer.shape[0] < values.shape[0]:
+            buffer = self._cast_buffers[name] = np.empty(values.shape, dtype)
+        out = buffer[: values.shape[0]]
+        np.copyto(out, values, casting="unsafe")
+        return out
 
     def write_trajectory(self, start, activity, stimulation, clamped):
         """Write rows ``start:start + len(activity)`` (any real dtypes; cast to the stored ones) and flush them.
@@ -359,9 +375,9 @@ class SeedStore:
         """
         stored = self.trajectory_arrays()
         stop = start + activity.shape[0]
-        stored.activity[start:stop] = activity.astype(stored.activity.dtype, copy=False)
-        stored.stimulation[start:stop] = stimulation.astype(stored.stimulation.dtype, copy=False)
-        stored.clamped[start:stop] = clamped.astype(stored.clamped.dtype, copy=False)
+        for name, values in zip(StoredTrajectory._fields, (activity, stimulation, clamped)):
+            array = getattr(stored, name)
+            array[start:stop] = self._cast(name, np.asarray(values), array.dtype)
         if self.directory is not None:
             chunk_rows = stored.activity.chunks[0]
             chunks = range(start // chunk_rows, -(-stop // chunk_rows))
