@@ -23,6 +23,9 @@ __all__ = ["BLAS_PAIRS", "block_size", "chunk_moments", "product_tn"]
 # is above a quarter of it when the inputs are not all 0/1 (see chunk_moments).
 BLAS_PAIRS = 128 * 128
 _SPLIT_SAMPLES = 1024  # below this many samples, one BLAS call
+# Above this many output entries (64 MiB) the halves' products are made a block of rows
+# at a time, so that the second half never needs an output-sized buffer.
+_BLOCK_VALUES = 2**23
 
 _lock = threading.Lock()
 _state: dict = {}
@@ -85,7 +88,16 @@ def _half(D, E, out):
     np.matmul(D.T, E, out=out)
 
 
-def product_tn(D, E, out):
+def _row_blocks(D, E, out, half, blocks, scratch):
+    """``out[r] = D[:half, r].T @ E[:half] + D[half:, r].T @ E[half:]`` for each row slice ``r`` in ``blocks``."""
+    for rows in blocks:
+        np.matmul(D[:half, rows].T, E[:half], out=out[rows])
+        second = scratch[: rows.stop - rows.start]
+        np.matmul(D[half:, rows].T, E[half:], out=second)
+        out[rows] += second
+
+
+def product_tn(D, E, out, *, block_values=_BLOCK_VALUES):
     """``out[:] = D.T @ E`` for time-major float64 ``D`` (k, m), ``E`` (k, n); ``out`` (m, n) C-contiguous.
 
     Numba's worker threads and the BLAS's own thread pool both spin for a while when
@@ -99,17 +111,41 @@ def product_tn(D, E, out):
     Python threads (NumPy releases the GIL in the product). The BLAS thread count is
     process-wide: while a product holds it to one thread, other threads' NumPy
     products run single-threaded too.
+
+    When ``out`` has more than ``block_values`` entries, each thread instead makes the
+    two halves' products for alternate blocks of rows (a multiple of 64 rows, about
+    ``block_values / 2`` entries each) and adds them there: the same sums, entry by entry, with two
+    block-sized buffers instead of a second ``(m, n)`` one (800 MB at n = 10^4). The
+    bits are those of the whole-matrix products as long as the BLAS computes an entry
+    the same way in a product of fewer rows (``tests/test_moments.py`` checks it). On
+    OpenBLAS (SkylakeX kernels) that holds when ``n`` is a multiple of 16; otherwise its
+    edge kernels for the last ``n % 16`` columns sum some entries in another order, so
+    such shapes keep the whole-matrix products.
     """
     controller, pool = _setup()
-    k = D.shape[0]
+    k, m = D.shape
     with _lock, controller.limit(limits=1, user_api="blas"):
         if k < _SPLIT_SAMPLES:
             np.matmul(D.T, E, out=out)
-        else:
+        elif out.size <= block_values or out.shape[1] % 16:
             half = k // 2
             second = np.empty_like(out)
             futures = [pool.submit(_half, D[:half], E[:half], out), pool.submit(_half, D[half:], E[half:], second)]
             for future in futures:
                 future.result()
             out += second
+        else:
+            half = k // 2
+            # Whole multiples of 64 rows: the BLAS's register tiles (16 rows here) fall where they
+            # fall in the whole-matrix product, so every entry is made by the same kernel.
+            rows = max(64, block_values // (2 * out.shape[1]) // 64 * 64)
+            starts = list(range(0, m, rows))
+            if len(starts) > 1 and m - starts[-1] < rows:
+                starts.pop()  # the last block takes the remainder: no short product (NumPy makes 1 row a gemv)
+            blocks = [slice(start, stop) for start, stop in zip(starts, starts[1:] + [m])]
+            longest = max(block.stop - block.start for block in blocks)
+            futures = [pool.submit(_row_blocks, D, E, out, half, blocks[t::2], np.empty((longest, out.shape[1])))
+                       for t in range(2)]
+            for future in futures:
+                future.result()
     return out
