@@ -177,30 +177,33 @@ CHROMIUM = next((shutil.which(name) for name in ("chromium", "chromium-browser",
 @pytest.mark.subprocess
 @pytest.mark.skipif(CHROMIUM is None, reason="no headless Chromium installed (chromium, chromium-browser)")
 def test_page_renders_and_updates_in_headless_chromium(saved, tmp_path):
+    arrays = np.load(saved / "trajectory.npz")
     store = tmp_path / "rec.zarr"
-    GrowingRecording.create(store, 8, chunk_rows=1000)
+    recording = GrowingRecording.create(store, 8, chunk_rows=1000)
+
+    def append(start, stop):
+        recording.append(arrays["activity"][start:stop], arrays["stimulation"][start:stop], arrays["clamped"][start:stop])
+        follower.poll()
+
+    def browse(*options):
+        return subprocess.run([CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", *options, server.url],
+                              capture_output=True, text=True, timeout=60)
+
     with EstimateServer(refresh_seconds=0.5) as server:
         follower = Follower(store, on_state=server.publish)
-        thread = threading.Thread(target=follower.follow, kwargs={"interval": 0.05}, daemon=True)
-        thread.start()
-        writer = subprocess.Popen([sys.executable, str(saved / "writer.py"), str(store), str(saved / "trajectory.npz")])
-
-        def dom(budget_ms):
-            done = subprocess.run([CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--dump-dom",
-                                   f"--virtual-time-budget={budget_ms}", server.url],
-                                  capture_output=True, text=True, timeout=60)
-            return done.stdout
-
-        while follower.state.samples == 0:
-            time.sleep(0.05)
-        first = dom(100)
-        writer.wait(timeout=60)
-        thread.join(timeout=30)
-        last = dom(3000)  # the page reloads itself (every 0.5 s) within the budget
-        assert "streamcausal: live estimate" in first and "heatmap.png?v=" in first
-        version = lambda text: int(text.split('data-version="')[1].split('"')[0])  # noqa: E731
-        assert version(last) > version(first) and "16,000 of 16,000 complete" in last
+        append(0, 4_000)
+        first = browse("--dump-dom").stdout  # no virtual-time budget: it would follow the reloads on and on
+        append(4_000, 16_000)
+        recording.finish()
+        follower.poll()
+        last = browse("--dump-dom", "--virtual-time-budget=1000").stdout
         screenshot = tmp_path / "page.png"
-        subprocess.run([CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", f"--screenshot={screenshot}",
-                        "--virtual-time-budget=2000", server.url], capture_output=True, timeout=60)
-        assert screenshot.exists() and screenshot.stat().st_size > 10_000
+        browse(f"--screenshot={screenshot}", "--window-size=1400,1000", "--virtual-time-budget=2000")
+    assert "streamcausal: live estimate" in first and "4,000 of 4,000 complete" in first
+    assert 'http-equiv="refresh"' in first  # it reloads itself while following
+    assert "16,000 of 16,000 complete" in last and 'http-equiv="refresh"' not in last  # finished: no more reloads
+    version = lambda text: int(text.split('data-version="')[1].split('"')[0])  # noqa: E731
+    assert version(last) > version(first)
+    for name in ("heatmap", "convergence", "sources"):
+        assert f'src="/{name}.png?v={version(last)}"' in last
+    assert screenshot.exists() and screenshot.stat().st_size > 20_000  # the figures were drawn
