@@ -441,11 +441,19 @@ def _fold_pairs(input_pieces, output_pieces, selected, lag, n_in, n, *, skip_non
                 continue
         if check_binary:
             _check_binary(inputs, chosen, input_name, locate)
-        if k < per_block:  # under one block the parallel kernel's start-up costs more than the NumPy two-pass
-            total.update(inputs, outputs)
+        if k < per_block:  # under one block the parallel kernel's start-up costs more than the NumPy two-pass,
+            with _one_blas_thread():  # whose small product is slower on a pool of BLAS threads on few cores
+                total.update(inputs, outputs)
         else:
             total += chunk_moments(inputs, outputs, per_block, overwrite=True)
     return total, dropped
+
+
+def _one_blas_thread():
+    from .moments.reduce import _setup
+
+    controller, _ = _setup()
+    return controller.limit(limits=1, user_api="blas")
 
 
 def _check_inputs(values, times, *, skip_nonfinite, check_binary, input_name, locate) -> None:
