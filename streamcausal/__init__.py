@@ -21,6 +21,7 @@ from .io.responses import TrialResult, estimate_trials
 from .io.spikes import BinnedSpikes, bin_spikes
 from .moments import CrossMoments
 from .network import create_connectivity
+from .online import OnlineEstimator, OnlineTrialEstimator
 from .progress import Progress
 from .report import report, report_trials
 from .result import Result, score
@@ -30,6 +31,8 @@ __all__ = [
     "BinnedSpikes",
     "CrossMoments",
     "Observation",
+    "OnlineEstimator",
+    "OnlineTrialEstimator",
     "PeriStimulus",
     "Perturbation",
     "Progress",
