@@ -339,11 +339,12 @@ def _stimulated_moments(stimulated, outputs, count, moments):
     outputs, the two-pass co-moment of 0/1 inputs is
     ``sum_t dv[t, j] (u[t, i] - mean_u[i]) = sum_{t: u[t, i] = 1} dv[t, j] - mean_u[i] sum_t dv[t, j]``,
     whose last sum is zero up to rounding (kept, so this is the two-pass sum in another
-    order). Outputs are cut into tiles of ``_TILE_OUTPUTS`` that run in parallel: each
-    tile is centred once into a compact copy, then each input adds the rows of its ones.
-    m2_u[i] = c_i (1 - mean_u[i])**2 + (count - c_i) mean_u[i]**2 with c_i the ones.
-    Every sum runs in a fixed order (samples in increasing order), so the bits never
-    depend on the thread count.
+    order). The output means are sums over fixed parts of ``_CENTRE_ROWS`` rows, added
+    in part order; then outputs are cut into tiles of ``_TILE_OUTPUTS`` that run in
+    parallel: each tile is centred once into a compact copy (its sums of squares and
+    residual sums in sample order), then each input adds the rows of its ones, in
+    sample order. m2_u[i] = c_i (1 - mean_u[i])**2 + (count - c_i) mean_u[i]**2 with c_i
+    the ones. The bits never depend on the thread count.
     """
     mean_u, mean_v, m2_u, m2_v, comoment = moments
     n_in = stimulated.shape[0]
@@ -368,29 +369,38 @@ def _stimulated_moments(stimulated, outputs, count, moments):
                 k += 1
         mean_u[i] = ones[i] / count
         m2_u[i] = ones[i] * (1.0 - mean_u[i]) ** 2 + (count - ones[i]) * mean_u[i] ** 2
+    # The means: row by row (contiguous), in fixed parts.
+    n_parts = (count + _CENTRE_ROWS - 1) // _CENTRE_ROWS
+    partial = np.zeros((n_parts, n_out))
+    for part in prange(n_parts):
+        sums = partial[part]
+        for t in range(part * _CENTRE_ROWS, min(count, (part + 1) * _CENTRE_ROWS)):
+            row = outputs[t]
+            for j in range(n_out):
+                sums[j] += row[j]
+    for j in range(n_out):
+        mean_v[j] = 0.0
+    for part in range(n_parts):
+        for j in range(n_out):
+            mean_v[j] += partial[part, j]
+    for j in range(n_out):
+        mean_v[j] /= count
     n_tiles = (n_out + _TILE_OUTPUTS - 1) // _TILE_OUTPUTS
     for tile in prange(n_tiles):
         j0 = tile * _TILE_OUTPUTS
         width = min(_TILE_OUTPUTS, n_out - j0)
+        mean = mean_v[j0:j0 + width]
         centred = np.empty((count, width))
-        sums = np.zeros(width)
-        for t in range(count):
-            row = outputs[t]
-            for c in range(width):
-                sums[c] += row[j0 + c]
-        for c in range(width):
-            sums[c] /= count
         squares = np.zeros(width)
         residual = np.zeros(width)
         for t in range(count):
-            row = outputs[t]
+            row = outputs[t, j0:j0 + width]
             d = centred[t]
             for c in range(width):
-                d[c] = row[j0 + c] - sums[c]
+                d[c] = row[c] - mean[c]
                 squares[c] += d[c] * d[c]
                 residual[c] += d[c]
         for c in range(width):
-            mean_v[j0 + c] = sums[c]
             m2_v[j0 + c] = squares[c]
         acc = np.empty(width)
         for i in range(n_in):

@@ -264,19 +264,23 @@ def _simulate_block(tiles, p, coin_words, key_samples, block, count, slot, words
     return U, V
 
 
-def _block_scratch(n, block_size, moments=False):
+def _block_scratch(n, block_size, moments=False, sparse=False):
     """Per-thread work arrays of the clamp-all kernels, allocated once per simulation.
 
     ``scratch = (floats (threads, 3 or 5, n, block_size), words (threads, block_size))``,
-    and with ``moments`` also the pattern tables and patterns of :func:`_pattern_scratch`:
-    one slot per Numba thread (``numba.get_thread_id()``), so blocks reuse them instead
-    of allocating (large allocations fault their pages in again on every block).
+    and with ``moments`` also the pattern tables and patterns of :func:`_pattern_scratch`,
+    or with ``sparse`` the source lists of :func:`_stimulated_drive` (threads,
+    block_size, n + 1): one slot per Numba thread (``numba.get_thread_id()``), so blocks
+    reuse them instead of allocating (large allocations fault their pages in again on
+    every block).
     """
     threads = max(1, numba.config.NUMBA_NUM_THREADS)
     arrays = (np.empty((threads, 5 if moments else 3, n, block_size)),
               np.empty((threads, block_size), dtype=np.uint64))
     if moments:
         arrays += _pattern_scratch(threads, n, n, block_size)
+    elif sparse:
+        arrays += (np.empty((threads, block_size, n + 1), dtype=np.int32),)
     return arrays
 
 
@@ -329,11 +333,12 @@ def _clamp_all_moments(tiles, p, coin_words, key_samples, n_samples, block_size,
 
 # --- Clamp-all samples when few sources are stimulated ----------------------------------------
 @kernel
-def _stimulated_drive(network, count, U, rows, stimulated, lo):
+def _stimulated_drive(network, count, U, rows, sources, stimulated, lo):
     """rows[r] = A @ U[:, r] for r < count, from the stimulated sources' columns only; records them.
 
     ``U`` (n, >= count) is a block's 0/1 stimulation, feature-major; ``rows`` (>= count, n)
-    is time-major. Sources are visited in increasing order, so each rows[r, j] adds its
+    is time-major. Each sample's stimulated sources are listed in increasing order
+    (``sources[r, 0]`` of them in ``sources[r, 1:]``, scratch), so each rows[r, j] adds its
     weights from 0 in the order :func:`_block_drive` adds them; the terms that one adds
     besides (w * 0) are exact zeros, so the bits are the same. ``stimulated[i, lo + r]``
     gets U[i, r] as 0 or 1.
@@ -341,18 +346,24 @@ def _stimulated_drive(network, count, U, rows, stimulated, lo):
     col_ptr, row_idx, weights = network
     n = U.shape[0]
     for r in range(count):
-        rows[r, :] = 0.0
+        sources[r, 0] = 0
     for i in range(n):
         Ui = U[i]
         flags = stimulated[i]
-        first, end = col_ptr[i], col_ptr[i + 1]
         for r in range(count):
             on = Ui[r] != 0.0
             flags[lo + r] = np.uint8(on)
             if on:
-                row = rows[r]
-                for k in range(first, end):
-                    row[row_idx[k]] += weights[k]
+                m = sources[r, 0] + 1
+                sources[r, m] = i
+                sources[r, 0] = m
+    for r in range(count):
+        row = rows[r]  # one sample's row stays in the L1 cache while its sources are added
+        row[:] = 0.0
+        for m in range(1, sources[r, 0] + 1):
+            i = sources[r, m]
+            for k in range(col_ptr[i], col_ptr[i + 1]):
+                row[row_idx[k]] += weights[k]
 
 
 @parallel_kernel
@@ -363,9 +374,9 @@ def _clamp_all_stimulated_samples(network, p, coin_words, key_samples, n_samples
     samples; ``outputs`` (>= n_samples, n) the outcomes, time-major. Both equal, bit for
     bit, the inputs and outputs of :func:`_clamp_all_samples`: the same blocks and draws,
     the drive by :func:`_stimulated_drive`, the same sigmoid applied time-major.
-    ``network``: compressed sparse columns; ``scratch``: :func:`_block_scratch` (its first two arrays).
+    ``network``: compressed sparse columns; ``scratch``: :func:`_block_scratch` with ``sparse=True``.
     """
-    floats, words = scratch[0], scratch[1]
+    floats, words, sources = scratch
     stimulated, outputs = samples
     n = outputs.shape[1]
     n_blocks = (n_samples + block_size - 1) // block_size
@@ -379,7 +390,7 @@ def _clamp_all_stimulated_samples(network, p, coin_words, key_samples, n_samples
         _block_draws(_block_keys(key_samples, block), count, p, coin_words, U, N, words[thread])
         _transpose_into(N, count, noise, 0)
         rows = outputs[lo:lo + count]
-        _stimulated_drive(network, count, U, rows, stimulated, lo)
+        _stimulated_drive(network, count, U, rows, sources[thread], stimulated, lo)
         _block_sigmoid(n, rows, noise[:count])  # elementwise, so (count, n) works as (n, count) does
 
 

@@ -171,7 +171,7 @@ class Simulation:
             coin_words, tiles, scratch = self._fast_setup()
             if self.sparse:
                 kernels._clamp_all_stimulated_samples(self.network, self.p, coin_words, key_samples, count, bs,
-                                                      scratch[:2], (self.stimulated, self.outputs))
+                                                      scratch, (self.stimulated, self.outputs))
                 return self._stimulated_moments(count)
             if not blas:
                 moments = (np.empty(n), np.empty(n), np.empty(n), np.empty(n), np.empty((n, n)))
@@ -218,7 +218,7 @@ class Simulation:
             self._drive_tiles = kernels._drive_tiles(self.network, self.n, self.block_size)
         if self._scratch is None:
             fused = self.n * self.n <= BLAS_PAIRS and not self.sparse  # moments folded in by _clamp_all_moments
-            self._scratch = kernels._block_scratch(self.n, self.block_size, moments=fused)
+            self._scratch = kernels._block_scratch(self.n, self.block_size, moments=fused, sparse=self.sparse)
         coin_words = (self.n + 63) // 64 if self.p == 0.5 else self.n
         return coin_words, self._drive_tiles, self._scratch
 
