@@ -197,6 +197,8 @@ class Simulation:
     def _stimulated_moments(self, count):
         """Moments of ``count`` samples from the ``stimulated`` and ``outputs`` buffers, by stimulated source."""
         n = self.n
+        if count == 0:
+            return CrossMoments(n, n)
         moments = (np.empty(n), np.empty(n), np.empty(n), np.empty(n), np.empty((n, n)))
         moment_kernels._stimulated_moments(self.stimulated, self.outputs, count, moments)
         return CrossMoments.from_parts(count, *moments, validate=count < 2)
