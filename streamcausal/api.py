@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ._validation import check_flag, check_int, check_real, check_seed, describe
+from ._validation import check_flag, check_int, check_real, check_seed, describe, is_sparse
 from ._version import __version__
 from .designs import Perturbation
 from .engine import DTYPES, Plan, check_simulation_arguments, run_seed
@@ -143,8 +143,11 @@ def run(A, n_steps, *, design=Perturbation(), seed=0, chunk_steps=None, rng="def
 
     Parameters
     ----------
-    A : (n, n) array_like
-        Connectivity, ``A[j, i]`` = weight from source ``i`` onto target ``j``.
+    A : (n, n) array_like or scipy.sparse matrix/array
+        Connectivity, ``A[j, i]`` = weight from source ``i`` onto target ``j``. A SciPy
+        sparse ``A`` (any format) is checked and used without densifying (see
+        :func:`~streamcausal.create_connectivity`, sparse above 1000 neurons), except
+        that a run store still keeps ``connectivity`` as a dense ``(n, n)`` array.
     n_steps : int
         Length of the trajectory, ``>= 2`` (the tutorial's ``timesteps``); per seed.
     design : Perturbation or Observation
@@ -210,7 +213,9 @@ def run(A, n_steps, *, design=Perturbation(), seed=0, chunk_steps=None, rng="def
     else:
         lock = contextlib.nullcontext()
     with lock:
-        run_store = None if store is None else RunStore.open(store.location, parameters, A, mode=store.mode)
+        run_store = None
+        if store is not None:  # the store's layout keeps A dense, for now
+            run_store = RunStore.open(store.location, parameters, A.toarray() if is_sparse(A) else A, mode=store.mode)
         if seeds is not None:
             from .distributed import run_seeds
 
