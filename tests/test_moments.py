@@ -407,3 +407,76 @@ def test_merge_rejects_mismatched_or_foreign():
 
 def test_repr():
     assert repr(CrossMoments(2, 3)) == "CrossMoments(n_inputs=2, n_outputs=3, count=0)"
+
+
+# --------------------------------------------------------------------------- no n x n temporaries, same bits
+
+
+def old_merged_comoment(a, b):
+    """The merge's co-moment as one expression, as it was written before it was done in blocks."""
+    n = a.count + b.count
+    factor = float(a.count) * float(b.count) / float(n)
+    return a.comoment + b.comoment + np.outer(b.mean_out - a.mean_out, b.mean_in - a.mean_in) * factor
+
+
+@pytest.mark.parametrize("n_in, n_out", [(3, 4), (700, 900), (1, 2000)])
+def test_merge_and_in_place_merge_are_the_one_expression_bit_for_bit(n_in, n_out):
+    rng = np.random.default_rng(n_in)
+    a = whole(rng.random((50, n_in)), rng.random((50, n_out)) + 3.0)
+    b = whole(rng.random((70, n_in)) - 1.0, rng.random((70, n_out)))
+    before = {key: value.copy() for key, value in b.to_arrays().items()}
+    want = old_merged_comoment(a, b)
+    merged = a.merge(b)
+    assert np.array_equal(merged.comoment, want)
+    comoment = a.comoment
+    a += b
+    assert a.comoment is comoment  # updated where it is
+    for key, value in merged.to_arrays().items():
+        assert np.array_equal(a.to_arrays()[key], value), key
+    for key, value in b.to_arrays().items():
+        assert np.array_equal(value, before[key]), key  # the other side is untouched
+
+
+def test_in_place_merge_with_an_empty_side_is_an_exact_copy():
+    U, V = make_data(3)
+    full = whole(U, V)
+    empty = CrossMoments(4, 3)
+    empty += full
+    assert np.array_equal(empty.comoment, full.comoment) and empty.comoment is not full.comoment
+    saved = full.to_arrays()
+    full += CrossMoments(4, 3)
+    for key, value in saved.items():
+        assert np.array_equal(full.to_arrays()[key], value), key
+
+
+def test_estimators_are_the_one_expressions_bit_for_bit():
+    U, V = make_data(5, T=300, n_in=6, n_out=5, binary=True)
+    U[:, 2] = 1.0  # a constant input: NaN column
+    V[:, 1] = 0.25  # a constant output: NaN row of the correlation
+    m = whole(U, V)
+    undefined = m.constant_outputs()[:, None] | m.constant_inputs()[None, :]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        r = np.clip(m.comoment / np.sqrt(m.m2_out)[:, None] / np.sqrt(m.m2_in)[None, :], -1.0, 1.0)
+        slope = m.comoment / m.m2_in[None, :]
+        rss = np.maximum(m.m2_out[:, None] - m.comoment * m.comoment / m.m2_in[None, :], 0.0)
+        se = np.sqrt(rss / float(m.count - 2) / m.m2_in[None, :])
+    r[undefined] = np.nan
+    slope[:, m.constant_inputs()] = np.nan
+    se[:, m.constant_inputs()] = np.nan
+    for got, want in ((m.correlation(), r), (m.effect(), slope), (m.stderr(), se)):
+        assert np.array_equal(got, want, equal_nan=True)
+
+
+def test_product_by_row_blocks_is_the_whole_product_bit_for_bit():
+    from streamcausal.moments.reduce import product_tn
+
+    rng = np.random.default_rng(0)
+    for k, m, n, block_values in [(2048, 320, 320, 5000), (1500, 257, 144, 999), (1300, 700, 336, 10),
+                                  (1100, 1000, 160, 64 * 160 * 2), (1030, 100, 1600, 2**15)]:
+        D = rng.random((k, m))
+        E = (rng.random((k, n)) < 0.5).astype(np.float64)
+        whole_product, blocks = np.empty((m, n)), np.empty((m, n))
+        product_tn(D, E, whole_product, block_values=10**12)
+        product_tn(D, E, blocks, block_values=block_values)
+        assert np.array_equal(blocks, whole_product), (k, m, n)
+        np.testing.assert_allclose(whole_product, D.T @ E, rtol=1e-12)

@@ -199,3 +199,41 @@ def test_check_connectivity_accepts_and_converts():
     converted = check_connectivity(fortran)
     assert converted.flags.c_contiguous and np.array_equal(converted, fortran)
     assert np.array_equal(check_connectivity(np.float32([[0.5]])), [[0.5]])
+
+
+# --------------------------------------------------------------------------- large networks: the threshold and `sparse`
+
+
+def test_up_to_the_threshold_is_the_tutorials_path_as_an_ndarray():
+    from streamcausal.network import TUTORIAL_MAX_NEURONS
+
+    assert TUTORIAL_MAX_NEURONS == 1000
+    A = create_connectivity(150, random_state=3)
+    assert type(A) is np.ndarray
+    np.testing.assert_allclose(A, tutorial.create_connectivity(150, 3), rtol=1e-14, atol=0)  # a few ulps at most
+
+
+def test_sparse_true_below_the_threshold_is_the_same_matrix():
+    import scipy.sparse as sp
+
+    dense = create_connectivity(50, 0.2, 1)
+    as_sparse = create_connectivity(50, 0.2, 1, sparse=True)
+    assert isinstance(as_sparse, sp.csc_array) and as_sparse.has_canonical_format
+    assert np.array_equal(as_sparse.toarray(), dense)
+    assert type(create_connectivity(50, 0.2, 1, sparse=False)) is np.ndarray
+
+
+def test_above_the_threshold_is_sparse_unless_asked_otherwise():
+    import scipy.sparse as sp
+
+    A = create_connectivity(1001, 0.01, 2)
+    assert isinstance(A, sp.csc_array) and A.shape == (1001, 1001)
+    dense = create_connectivity(1001, 0.01, 2, sparse=False)
+    assert type(dense) is np.ndarray and np.array_equal(dense, A.toarray())
+    assert np.array_equal(create_connectivity(1001, 0.01, 2, sparse=True).toarray(), dense)
+
+
+@pytest.mark.parametrize("value", ["yes", 1, 0, "csc"])
+def test_bad_sparse_argument(value):
+    with pytest.raises(TypeError, match=r"sparse must be None, True or False, got"):
+        create_connectivity(6, sparse=value)
