@@ -35,6 +35,7 @@ before the checkpoint that counts them.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import os
@@ -46,10 +47,15 @@ from typing import NamedTuple
 import numpy as np
 import zarr
 
+try:  # zarr's own bridge to its event loop, which every synchronous zarr call goes through
+    from zarr.core.sync import sync as _zarr_sync
+except ImportError:  # pragma: no cover - a zarr without it: one synchronous call per array
+    _zarr_sync = None
+
 __all__ = [
     "READABLE_SCHEMAS", "SCHEMA_VERSION", "Estimates", "RunStore", "SeedStore", "StoreError", "StoreLock",
     "StoreReader", "StoredTrajectory", "check_new_store", "check_run_location", "create_trajectory",
-    "is_run_store", "is_sparse", "local_path", "write_estimates", "write_trial_estimates",
+    "is_run_store", "is_sparse", "local_path", "write_estimates", "write_together", "write_trial_estimates",
 ]
 
 SCHEMA_VERSION = 2
@@ -279,6 +285,27 @@ def read_connectivity(group):
     return scipy.sparse.csc_array((sparse["data"][...], sparse["indices"][...], sparse["indptr"][...]), shape=shape)
 
 
+def write_together(writes) -> None:
+    """Write each ``(array, selection, values)`` in one round trip to zarr's event loop.
+
+    One ``array[selection] = values`` per array would hand each over to zarr's event loop
+    thread and its codec threads in turn, several thread switches apiece; gathered, the
+    arrays' encodes and file writes run concurrently and the caller waits once. On a
+    loaded machine each switch waits for a core, so this is what keeps a chunk's writes
+    from queueing behind other processes.
+    """
+    writes = list(writes)
+    if _zarr_sync is None or len(writes) < 2:
+        for array, selection, values in writes:
+            array[selection] = values
+        return
+
+    async def gathered():
+        await asyncio.gather(*(array.async_array.setitem(selection, values) for array, selection, values in writes))
+
+    _zarr_sync(gathered())
+
+
 class StoredTrajectory(NamedTuple):
     """A seed's saved trajectory as Zarr arrays, decoded lazily by slicing: ``activity`` (T, n),
     ``stimulation`` (T, n) 0/1, ``clamped`` (T,) bool."""
@@ -375,9 +402,8 @@ class SeedStore:
         """
         stored = self.trajectory_arrays()
         stop = start + activity.shape[0]
-        for name, values in zip(StoredTrajectory._fields, (activity, stimulation, clamped)):
-            array = getattr(stored, name)
-            array[start:stop] = self._cast(name, np.asarray(values), array.dtype)
+        write_together((array, slice(start, stop), self._cast(name, np.asarray(values), array.dtype))
+                       for name, array, values in zip(StoredTrajectory._fields, stored, (activity, stimulation, clamped)))
         if self.directory is not None:
             chunk_rows = stored.activity.chunks[0]
             chunks = range(start // chunk_rows, -(-stop // chunk_rows))
@@ -432,8 +458,7 @@ class SeedStore:
             self._handles[slot] = self._slot_arrays(slot, arrays)
         group, handles = self._handles[slot]
         group.attrs.clear()  # invalidate the slot before overwriting its arrays
-        for name in _CHECKPOINT_ARRAYS:
-            handles[name][...] = np.asarray(arrays[name])
+        write_together((handles[name], Ellipsis, np.asarray(arrays[name])) for name in _CHECKPOINT_ARRAYS)
         # The trajectory and these arrays reach the disk before the record that counts them.
         self._fsync_written([self.directory / slot] if self.directory is not None else [])
         group.attrs.update({"next_chunk": int(next_chunk), "checksum": _checksum(arrays),
