@@ -207,34 +207,34 @@ def test_kills_at_random_moments_each_resumed(kill_script, tmp_path):
 # =========================================================================== a worker dies
 
 
+@pytest.mark.slow  # a worker is killed and restarted: its replacement imports and loads the kernels again
 def test_task_of_a_killed_worker_is_rerun_from_its_checkpoint(cluster_client, tmp_path):
+    """SIGKILL the worker running a seed once that seed has checkpointed: Dask re-runs its task, which resumes."""
     client = cluster_client
     arguments = dict(design=sc.Observation(), chunk_steps=2000)
-    n_steps, seeds = 200_001, [0, 1]
+    A, n_steps, seeds = KILL_A[:6, :6], 100_001, [0, 1]
     client.run(lambda: __import__("streamcausal").run(np.eye(2), 100, design=sc.Observation()))  # load the kernels
     pids = client.run(os.getpid)
     killed = {}
 
-    def progress(event):
+    def progress(event):  # in this process, as the tasks report (every chunk is checkpointed before it reports)
         if killed or event.steps_done < 2000:
             return
         for worker, keys in client.processing().items():
-            for key in keys:
-                if key.startswith(f"streamcausal-seed-{event.seed}-"):
-                    killed.update(seed=event.seed, worker=worker, at=event.steps_done)
-                    os.kill(pids[worker], signal.SIGKILL)
-                    return
+            if any(key.startswith(f"streamcausal-seed-{event.seed}-") for key in keys):
+                killed.update(seed=event.seed, worker=worker, at=event.steps_done)
+                os.kill(pids[worker], signal.SIGKILL)
+                return
 
-    result = sc.run(KILL_A[:6, :6], n_steps, seed=sc.Seeds(seeds, client=client), progress=progress,
+    result = sc.run(A, n_steps, seed=sc.Seeds(seeds, client=client), progress=progress,
                     store=sc.Store(tmp_path / "rerun.zarr", checkpoint_seconds=0), **arguments)
-    assert killed, "no worker was killed"
+    assert killed, "no worker was killed while it ran a seed"
     assert pids[killed["worker"]] not in client.run(os.getpid).values()  # the nanny started a new one
     rerun = result.per_seed[killed["seed"]]
-    # The re-run task resumed from the checkpoint its first attempt wrote before the kill.
+    # Its task ran again, and resumed from the checkpoint that the killed attempt wrote.
     assert 0 < rerun.parameters["resumed_from_chunk"] < -(-n_steps // 2000)
     for seed in seeds:
-        assert_moments_bit_equal(result.per_seed[seed].moments,
-                                 sc.run(KILL_A[:6, :6], n_steps, seed=seed, **arguments).moments)
+        assert_moments_bit_equal(result.per_seed[seed].moments, sc.run(A, n_steps, seed=seed, **arguments).moments)
 
 
 # =========================================================================== the BLAS branches
@@ -300,6 +300,7 @@ MEMORY_CHILD = textwrap.dedent(
 
 
 @pytest.mark.subprocess
+@pytest.mark.slow  # 2 * 10**6 steps written to a store
 def test_peak_memory_of_run_does_not_grow_with_steps(tmp_path):
     """Peak RSS of 2*10**6 steps within 10% of 10**5, with the trajectory written: nothing of size T is held.
 
