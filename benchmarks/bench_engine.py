@@ -20,15 +20,29 @@ Everything is measured side by side in one run of this script, after warming up 
 4. Time from ``import streamcausal`` to the first chunk done (``progress`` callback),
    in a fresh process with a warm Numba cache. Target: <= 2 s.
 
+5. Sparse stimulation at n=1000 (``--sparse`` runs only this part and writes
+   ``benchmarks/results/engine_sparse.json`` unless ``--json`` says otherwise): steps/s
+   of ``run()`` with ``Perturbation(p=0.02)`` (the sparse path, chosen automatically),
+   the same design forced onto the dense path, and the tutorial's ``p=0.5``, timed in
+   turn within each repeat (median of ``--repeats``, default 5). Beside them the floor
+   of that work per sample, on one chunk: NumPy drawing the normals alone; plus the
+   coins (one uniform each, as the engine draws them); plus the O(stimulated x n)
+   co-moment scatter (``scipy.sparse`` CSR of the stimulation times the outcomes).
+   Then the crossover: sparse vs dense steps/s over a grid of n and p, which sets
+   ``engine.simulation.SPARSE_MAX_P`` and ``SPARSE_MIN_NEURONS``. Target: >= 150,000
+   steps/s at n=1000, p=0.02.
+
 Medians of repeats; the machine's load average is recorded at start and end, because
 other work on a 2-core machine skews timings. ``--quick`` is a smoke test (seconds).
 
     python benchmarks/bench_engine.py --json benchmarks/results/engine.json
+    python benchmarks/bench_engine.py --sparse
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -42,7 +56,9 @@ import numpy as np
 
 import streamcausal as sc
 from streamcausal import engine, tutorial
+from streamcausal._kernels import moments as moment_kernels
 from streamcausal._kernels import network as kernels
+from streamcausal.engine import simulation as engine_simulation
 from streamcausal.moments import chunk_moments
 
 TUTORIAL_STEPS = {6: 20_000, 100: 5_000, 200: 2_000, 1000: 60}
@@ -50,6 +66,8 @@ TARGET_RATIO = {6: 2000.0, 100: 1000.0, 200: 1000.0}
 FLOOR_TARGET = 1.3
 RSS_TOLERANCE = 0.10
 IMPORT_TARGET = 2.0
+SPARSE_TARGET = 150_000.0  # steps/s at n=1000, Perturbation(p=0.02)
+SPARSE_JSON = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "engine_sparse.json")
 
 
 def settle(seconds=0.5):
@@ -299,6 +317,173 @@ def import_to_first_chunk(n, repeats):
     return row
 
 
+# --------------------------------------------------------------------------- 5. sparse stimulation
+
+@contextlib.contextmanager
+def dense_path():
+    """Every design on the dense path (sparse_stimulation() False), for comparison."""
+    before = engine_simulation.SPARSE_MAX_P
+    engine_simulation.SPARSE_MAX_P = -1.0
+    try:
+        yield
+    finally:
+        engine_simulation.SPARSE_MAX_P = before
+
+
+def timed_run(A, n_steps, design, dense=False):
+    with dense_path() if dense else contextlib.nullcontext():
+        began = time.perf_counter()
+        result = sc.run(A, n_steps, design=design)
+        return time.perf_counter() - began, result
+
+
+def sparse_floor(n, k, p, repeats):
+    """Seconds per chunk of k samples of the unavoidable work, in NumPy/SciPy."""
+    import scipy.sparse
+
+    rng = np.random.default_rng(0)
+    outcomes = rng.random((k, n))
+    coins = rng.random((k, n)) < p
+
+    def normals():
+        return rng.standard_normal((k, n))
+
+    def coin_draws():
+        return rng.random((k, n)) < p
+
+    def scatter():  # the co-moment's O(stimulated x n) part: each stimulated source adds its samples' rows
+        return scipy.sparse.csr_matrix(coins.T) @ outcomes
+
+    pieces = {}
+    for name, fn in (("normals", normals), ("coins", coin_draws), ("scatter", scatter)):
+        fn()
+        pieces[name] = median_time(fn, max(5, repeats))[0]
+    return pieces
+
+
+def run_pieces(A, n, p, chunk, repeats):
+    """Seconds per chunk of run()'s own pieces on the sparse path: the sample kernel, then the moments."""
+    simulation = engine.Simulation(A, 4 * chunk, sc.Perturbation(p=p), 0, chunk, "default")
+    simulation.advance(0)  # allocates its buffers
+    coin_words, _, scratch = simulation._fast_setup()
+    key_samples, _ = simulation._keys(1)
+    k = simulation._samples_in(*simulation.chunk_bounds(1))
+    moments = (np.empty(n), np.empty(n), np.empty(n), np.empty(n), np.empty((n, n)))
+
+    def samples():
+        kernels._clamp_all_stimulated_samples(simulation.network, p, coin_words, key_samples, k,
+                                              simulation.block_size, scratch, (simulation.stimulated, simulation.outputs))
+
+    def reduce():
+        moment_kernels._stimulated_moments(simulation.stimulated, simulation.outputs, k, moments)
+
+    return k, {"sample_kernel": median_time(samples, max(5, repeats))[0],
+               "moments": median_time(reduce, max(5, repeats))[0],
+               "whole_chunk": median_time(lambda: simulation.advance(1), max(5, repeats))[0]}
+
+
+def sparse_section(repeats, quick):
+    n, p = 1000, 0.02
+    A = sc.create_connectivity(n)
+    chunk = engine.default_chunk_steps(n)
+    sparse_design, tutorial_design = sc.Perturbation(p=p), sc.Perturbation()
+    assert engine_simulation.sparse_stimulation(sparse_design, n)
+    assert not engine_simulation.sparse_stimulation(tutorial_design, n)
+    n_steps = (2 if quick else 24) * chunk
+    contenders = {"sparse p=0.02": (sparse_design, False), "dense p=0.02": (sparse_design, True),
+                  "dense p=0.5 (tutorial)": (tutorial_design, False)}
+    for design, dense in contenders.values():  # warm up: load or compile every kernel
+        timed_run(A, 2 * chunk, design, dense)
+    settle()
+    times = {name: [] for name in contenders}
+    for _ in range(repeats):  # in turn within each repeat, so that load from other processes hits all alike
+        for name, (design, dense) in contenders.items():
+            times[name].append(timed_run(A, n_steps, design, dense)[0])
+            settle(0.2)
+    rows = []
+    for name, (design, dense) in contenders.items():
+        seconds = statistics.median(times[name])
+        sparse = engine_simulation.sparse_stimulation(design, n) and not dense
+        rows.append({"contender": name, "p": design.p, "path": "sparse" if sparse else "dense",
+                     "steps": n_steps, "seconds": seconds, "all_seconds": times[name],
+                     "steps_per_second": n_steps / seconds})
+    sparse_rate = rows[0]["steps_per_second"]
+    for row in rows:
+        row["sparse_speedup"] = sparse_rate / row["steps_per_second"]
+    print("  " + ", ".join(f"{r['contender']}: {r['steps_per_second']:,.0f} steps/s" for r in rows), flush=True)
+
+    settle()
+    k, pieces = run_pieces(A, n, p, chunk, repeats)
+    floor = sparse_floor(n, k, p, repeats)
+    per_sample = rows[0]["seconds"] / sparse_design.n_samples(n_steps)
+    floors = {"normals": floor["normals"], "normals_coins": floor["normals"] + floor["coins"],
+              "normals_coins_scatter": floor["normals"] + floor["coins"] + floor["scatter"]}
+    floor_row = {
+        "samples_per_chunk": k,
+        "run_us_per_sample": per_sample * 1e6,
+        "floor_us_per_sample": {key: value / k * 1e6 for key, value in floors.items()},
+        "floor_pieces_us_per_sample": {key: value / k * 1e6 for key, value in floor.items()},
+        "run_pieces_us_per_sample": {key: value / k * 1e6 for key, value in pieces.items()},
+        "run_over_floor": {key: per_sample / (value / k) for key, value in floors.items()},
+    }
+    print(f"  run() {per_sample * 1e6:.2f} us/sample; floor (normals + coins + scatter) "
+          f"{floor_row['floor_us_per_sample']['normals_coins_scatter']:.2f} us/sample", flush=True)
+
+    settle()
+    grid = []
+    sizes, ps = ((100, 1000), (0.02, 0.2)) if quick else ((100, 200, 1000), (0.02, 0.05, 0.1, 0.2))
+    for n_grid in sizes:
+        A_grid = sc.create_connectivity(n_grid)
+        steps = (1 if quick else 3) * engine.default_chunk_steps(n_grid)
+        for p_grid in ps:
+            design = sc.Perturbation(p=p_grid)
+            with contextlib.ExitStack() as stack:  # the sparse path forced on for every cell of the grid
+                for name, value in (("SPARSE_MAX_P", 1.0), ("SPARSE_MIN_NEURONS", 0)):
+                    before = getattr(engine_simulation, name)
+                    setattr(engine_simulation, name, value)
+                    stack.callback(setattr, engine_simulation, name, before)
+                timed_run(A_grid, 2 * engine.default_chunk_steps(n_grid), design)
+                sparse_s = statistics.median(timed_run(A_grid, steps, design)[0] for _ in range(max(3, repeats // 2)))
+            timed_run(A_grid, 2 * engine.default_chunk_steps(n_grid), design, dense=True)
+            dense_s = statistics.median(timed_run(A_grid, steps, design, dense=True)[0]
+                                        for _ in range(max(3, repeats // 2)))
+            grid.append({"n": n_grid, "p": p_grid, "steps": steps, "sparse_seconds": sparse_s, "dense_seconds": dense_s,
+                         "sparse_over_dense_speed": dense_s / sparse_s,
+                         "chosen": "sparse" if engine_simulation.sparse_stimulation(design, n_grid) else "dense"})
+            print(f"  n={n_grid} p={p_grid}: sparse {steps / sparse_s:,.0f} steps/s, dense {steps / dense_s:,.0f} "
+                  f"({dense_s / sparse_s:.2f}x)", flush=True)
+    return {"n": n, "p": p, "rows": rows, "floor": floor_row, "crossover": grid,
+            "rule": {"SPARSE_MAX_P": engine_simulation.SPARSE_MAX_P,
+                     "SPARSE_MIN_NEURONS": engine_simulation.SPARSE_MIN_NEURONS},
+            "target_steps_per_second": SPARSE_TARGET, "met": sparse_rate >= SPARSE_TARGET}
+
+
+def print_sparse(report):
+    r = report.get("sparse")
+    if not r:
+        return
+    print()
+    print(f"sparse stimulation, n={r['n']} (median of {len(r['rows'][0]['all_seconds'])}, contenders in turn):")
+    print(f"{'contender':>24s} {'steps/s':>10s} {'sparse p=0.02 is':>17s}")
+    for row in r["rows"]:
+        print(f"{row['contender']:>24s} {row['steps_per_second']:10,.0f} {row['sparse_speedup']:16.2f}x")
+    print(f"  target >= {r['target_steps_per_second']:,.0f} steps/s: {'yes' if r['met'] else 'NO'}")
+    f = r["floor"]
+    q, fl, ratio = f["run_pieces_us_per_sample"], f["floor_us_per_sample"], f["run_over_floor"]
+    print(f"  us per sample ({f['samples_per_chunk']} samples per chunk): run() {f['run_us_per_sample']:.2f} "
+          f"(sample kernel {q['sample_kernel']:.2f}, moments {q['moments']:.2f}, one whole chunk {q['whole_chunk']:.2f})")
+    print(f"  floor: normals {fl['normals']:.2f} (run() is {ratio['normals']:.2f}x), + coins {fl['normals_coins']:.2f} "
+          f"({ratio['normals_coins']:.2f}x), + scatter {fl['normals_coins_scatter']:.2f} "
+          f"({ratio['normals_coins_scatter']:.2f}x)")
+    print("  crossover, sparse speed / dense speed (chosen path in brackets):")
+    ps = sorted({g["p"] for g in r["crossover"]})
+    print(f"{'n':>8s} " + " ".join(f"{'p=' + str(p):>13s}" for p in ps))
+    for n in sorted({g["n"] for g in r["crossover"]}):
+        cells = {g["p"]: g for g in r["crossover"] if g["n"] == n}
+        print(f"{n:8d} " + " ".join(f"{cells[p]['sparse_over_dense_speed']:6.2f}x [{cells[p]['chosen'][0]}]".rjust(13)
+                                     for p in ps))
+
+
 # --------------------------------------------------------------------------- report
 
 def print_table(report):
@@ -351,8 +536,12 @@ def main():
     parser.add_argument("--sizes", default="6,100,200,1000", help="comma-separated n for the throughput table")
     parser.add_argument("--repeats", type=int, default=None, help="timed repeats (median); default 3, quick 1")
     parser.add_argument("--seconds", type=float, default=None, help="target seconds per run() timing (default 2)")
-    parser.add_argument("--skip", default="", help="comma-separated parts to skip: throughput,floor,memory,startup")
+    parser.add_argument("--skip", default="", help="comma-separated parts to skip: throughput,floor,memory,startup,sparse")
+    parser.add_argument("--sparse", action="store_true", help="run only part 5, sparse stimulation (JSON: "
+                        "benchmarks/results/engine_sparse.json unless --json)")
     args = parser.parse_args()
+    if args.sparse:
+        return sparse_main(args)
     repeats = args.repeats or (1 if args.quick else 3)
     seconds = args.seconds or (0.2 if args.quick else 2.0)
     sizes = [int(s) for s in args.sizes.split(",") if s]
@@ -387,13 +576,42 @@ def main():
     if "startup" not in skip:
         print("4. import to first chunk", flush=True)
         report["startup"] = import_to_first_chunk(100, 1 if args.quick else 3)
+    if "sparse" not in skip:
+        print("5. sparse stimulation", flush=True)
+        report["sparse"] = sparse_section(max(5, repeats) if not args.quick else 1, args.quick)
     report["machine"]["load_average_end"] = os.getloadavg()
     report["seconds"] = time.perf_counter() - began
     print_table(report)
+    print_sparse(report)
     print(f"\n(benchmark took {report['seconds']:.0f} s)")
     if args.json:
         os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
         with open(args.json, "w") as f:
+            json.dump(report, f, indent=2, default=float)
+
+
+def sparse_main(args):
+    import numba
+
+    repeats = args.repeats or (1 if args.quick else 5)
+    report = {"machine": machine_info(), "quick": args.quick, "repeats": repeats}
+    report["machine"]["numba_threading_layer"] = None
+    began = time.perf_counter()
+    print("5. sparse stimulation", flush=True)
+    report["sparse"] = sparse_section(repeats, args.quick)
+    report["machine"]["numba_threading_layer"] = numba.threading_layer()
+    report["machine"]["load_average_end"] = os.getloadavg()
+    report["seconds"] = time.perf_counter() - began
+    m = report["machine"]
+    print(f"\nmachine: {m['cpu']}, {m['cores']} cores, numba {m['numba']} ({m['numba_threading_layer']}, "
+          f"{m['numba_threads_in_use']} threads), numpy {m['numpy']}; load average "
+          f"{m['load_average_start'][0]:.2f} -> {m['load_average_end'][0]:.2f}")
+    print_sparse(report)
+    print(f"\n(benchmark took {report['seconds']:.0f} s)")
+    path = args.json or (None if args.quick else SPARSE_JSON)
+    if path:
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        with open(path, "w") as f:
             json.dump(report, f, indent=2, default=float)
 
 

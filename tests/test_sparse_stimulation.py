@@ -30,7 +30,7 @@ from streamcausal.engine import Simulation, simulation
 from streamcausal.engine.simulation import compressed_columns, sparse_stimulation
 from streamcausal.moments import CrossMoments, block_size, chunk_moments
 
-A80 = sc.create_connectivity(80, random_state=4)
+A140 = sc.create_connectivity(140, random_state=4)
 SPARSE = Perturbation(p=0.05)
 KEY = np.uint64(0x1234_5678_9ABC_DEF0)
 
@@ -81,8 +81,8 @@ def test_the_rule_depends_on_p_and_n_only():
     assert not sparse_stimulation(Perturbation(p=0.3), 1000)
     assert not sparse_stimulation(Perturbation(p=0.02), simulation.SPARSE_MIN_NEURONS)
     assert not sparse_stimulation(Observation(), 1000)
-    assert Simulation(A80, 100, SPARSE, 0, 50, "default").sparse
-    assert not Simulation(A80, 100, Perturbation(), 0, 50, "default").sparse
+    assert Simulation(A140, 100, SPARSE, 0, 50, "default").sparse
+    assert not Simulation(A140, 100, Perturbation(), 0, 50, "default").sparse
 
 
 # =========================================================================== kernels
@@ -179,10 +179,10 @@ def reference_of(A, n_steps, design, **kwargs):
                          ids=["every2", "every3", "stimulated"])
 @pytest.mark.parametrize("chunk_steps", [333, None])
 def test_run_against_the_reference(design, chunk_steps):
-    assert sparse_stimulation(design, 80)
+    assert sparse_stimulation(design, 140)
     kwargs = dict(seed=6, chunk_steps=chunk_steps)
-    U, V, ref = reference_of(A80, 3001, design, **kwargs)
-    result = sc.run(A80, 3001, design=design, **kwargs)
+    U, V, ref = reference_of(A140, 3001, design, **kwargs)
+    result = sc.run(A140, 3001, design=design, **kwargs)
     assert_moments_close(result.moments, ref)
     np.testing.assert_allclose(result.effect, reference_effect(U, V), rtol=0, atol=1e-10)
 
@@ -190,9 +190,9 @@ def test_run_against_the_reference(design, chunk_steps):
 @pytest.mark.parametrize("design", [SPARSE, Perturbation(every=3, p=0.1)], ids=["every2", "every3"])
 def test_run_equals_the_dense_path_to_1e_12(design, monkeypatch):
     kwargs = dict(design=design, seed=2, chunk_steps=1001)
-    sparse = sc.run(A80, 6000, **kwargs)
+    sparse = sc.run(A140, 6000, **kwargs)
     monkeypatch.setattr(simulation, "SPARSE_MAX_P", -1.0)
-    dense = sc.run(A80, 6000, **kwargs)
+    dense = sc.run(A140, 6000, **kwargs)
     assert_moments_close(sparse.moments, dense.moments)
     assert not same_bits(sparse.moments.comoment, dense.moments.comoment)  # the two paths really differ
 
@@ -203,9 +203,9 @@ def test_chunk_moments_are_the_same_with_and_without_a_trajectory(every, chunk_s
     # sequential kernel does. The moments must not depend on which.
     design = Perturbation(every=every, p=0.05)
     n_steps = 2001
-    fast = Simulation(A80, n_steps, design, 9, chunk_steps, "default")
-    written = Simulation(A80, n_steps, design, 9, chunk_steps, "default")
-    rows = (np.empty((chunk_steps, 80)), np.empty((chunk_steps, 80)), np.empty(chunk_steps, dtype=bool))
+    fast = Simulation(A140, n_steps, design, 9, chunk_steps, "default")
+    written = Simulation(A140, n_steps, design, 9, chunk_steps, "default")
+    rows = (np.empty((chunk_steps, 140)), np.empty((chunk_steps, 140)), np.empty(chunk_steps, dtype=bool))
     for chunk in range(min(fast.n_chunks, 40)):
         start, stop = fast.chunk_bounds(chunk)
         assert_moments_bit_equal(fast.advance(chunk), written.advance(chunk, tuple(r[:stop - start] for r in rows)))
@@ -213,23 +213,23 @@ def test_chunk_moments_are_the_same_with_and_without_a_trajectory(every, chunk_s
 
 def test_one_sample_per_chunk_and_odd_chunks_give_the_reference():
     for chunk_steps in (2, 3, 5):  # one sample per chunk (or none), and odd chunks
-        U, V, ref = reference_of(A80, 301, SPARSE, seed=1, chunk_steps=chunk_steps)
-        assert_moments_close(sc.run(A80, 301, design=SPARSE, seed=1, chunk_steps=chunk_steps).moments, ref)
+        U, V, ref = reference_of(A140, 121, SPARSE, seed=1, chunk_steps=chunk_steps)
+        assert_moments_close(sc.run(A140, 121, design=SPARSE, seed=1, chunk_steps=chunk_steps).moments, ref)
 
 
 def test_nothing_stimulated_gives_nan_not_a_crash():
-    result = sc.run(A80, 400, design=Perturbation(p=1e-9), seed=1, chunk_steps=101)
+    result = sc.run(A140, 400, design=Perturbation(p=1e-9), seed=1, chunk_steps=101)
     assert result.n_samples == 200
     assert np.all(result.moments.m2_in == 0) and np.all(result.moments.comoment == 0)
     assert np.all(np.isnan(result.effect)) and result.undefined_edges.all()
 
 
 def test_samples_that_stimulate_nothing_are_counted():
-    # p n = 0.08: most samples stimulate no source at all, and still count as samples.
+    # p n = 0.14: most samples stimulate no source at all, and still count as samples.
     design = Perturbation(p=0.001)
-    U, V, ref = reference_of(A80, 4001, design, seed=3, chunk_steps=999)
+    U, V, ref = reference_of(A140, 4001, design, seed=3, chunk_steps=999)
     assert (U.sum(axis=1) == 0).mean() > 0.8
-    assert_moments_close(sc.run(A80, 4001, design=design, seed=3, chunk_steps=999).moments, ref)
+    assert_moments_close(sc.run(A140, 4001, design=design, seed=3, chunk_steps=999).moments, ref)
 
 
 @pytest.mark.usefixtures("sparse_path")
@@ -252,7 +252,7 @@ def test_legacy_streams_take_the_sparse_moments_and_stay_the_tutorials():
 
 def test_resumed_run_equals_the_uninterrupted_one(tmp_path, monkeypatch):
     kwargs = dict(design=SPARSE, seed=5, chunk_steps=300)
-    uninterrupted = sc.run(A80, 3001, **kwargs)
+    uninterrupted = sc.run(A140, 3001, **kwargs)
     path = tmp_path / "run.zarr"
 
     class Interrupted(Exception):
@@ -268,9 +268,9 @@ def test_resumed_run_equals_the_uninterrupted_one(tmp_path, monkeypatch):
 
     monkeypatch.setattr(Simulation, "advance", interrupted_at_chunk_5)
     with pytest.raises(Interrupted):
-        sc.run(A80, 3001, store=sc.Store(path, checkpoint_seconds=0, save_trajectory=True), **kwargs)
+        sc.run(A140, 3001, store=sc.Store(path, checkpoint_seconds=0, save_trajectory=True), **kwargs)
     monkeypatch.setattr(Simulation, "advance", advance)
-    resumed = sc.run(A80, 3001, store=sc.Store(path, checkpoint_seconds=0, save_trajectory=True, mode="r+"), **kwargs)
+    resumed = sc.run(A140, 3001, store=sc.Store(path, checkpoint_seconds=0, save_trajectory=True, mode="r+"), **kwargs)
     assert resumed.parameters["resumed_from_chunk"] == 5
     assert_moments_bit_equal(resumed.moments, uninterrupted.moments)
 

@@ -38,10 +38,10 @@ def default_chunk_steps(n_neurons: int) -> int:
 
 
 
-# Sparse stimulation: at most this fraction of the sources stimulated per sample, and more than
+# Sparse stimulation: at most this fraction of the sources stimulated per sample, on more than
 # SPARSE_MIN_NEURONS neurons (measured crossovers, see sparse_stimulation).
 SPARSE_MAX_P = 0.1
-SPARSE_MIN_NEURONS = 64
+SPARSE_MIN_NEURONS = 128
 
 
 def sparse_stimulation(design, n_neurons: int) -> bool:
@@ -57,6 +57,12 @@ def sparse_stimulation(design, n_neurons: int) -> bool:
     rounding only. The rule depends on the design and ``n`` alone (never on the RNG mode
     or on a trajectory being written), so a run's bits do not depend on how it is stored.
     ``p = 0.5``, the tutorial's design, always takes the dense path.
+
+    The thresholds are measured crossovers (``benchmarks/bench_engine.py --sparse``;
+    CPU time of ``run()``, dense over sparse): at n = 200 to 1000 the sparse path is
+    1.4-3.2x faster at p = 0.02, about 1.1x at p = 0.1 and 0.6-0.8x at p = 0.2-0.3; at
+    n = 100 (n * n <= ``BLAS_PAIRS``, where the dense path folds the moments into the
+    sample kernel by input pattern) it is 0.9x even at p = 0.02.
     """
     return isinstance(design, Perturbation) and design.p <= SPARSE_MAX_P and n_neurons > SPARSE_MIN_NEURONS
 
