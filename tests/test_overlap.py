@@ -376,6 +376,11 @@ _MEMORY_SCRIPT = textwrap.dedent(
 )
 
 
+# glibc raises its mmap threshold whenever a large block is freed and then keeps freed heap
+# pages: a fixed threshold makes the high-water mark measure what is held.
+_FIXED_MMAP_THRESHOLD = {**os.environ, "MALLOC_MMAP_THRESHOLD_": str(2**20)}
+
+
 @pytest.mark.subprocess
 @pytest.mark.slow
 @pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="reads VmHWM from /proc")
@@ -383,10 +388,10 @@ def test_estimate_with_default_windows_holds_a_few_windows(tmp_path):
     """n=100, 240,000 steps (96 MB of float32 activity, 24 MB of stimulation) in 4096-row chunks.
 
     A default window is about 2**22 values: 40,960 rows, 16 MB of float32 activity and
-    4 MB of stimulation (19.5 MiB). zarr itself needs several windows' worth of buffers
-    to read one (compressed and decoded chunks, the output); the estimate adds about a
-    window to that, and reading ahead one more. It never holds the recording (120 MB)
-    or its float64 pairs (384 MB).
+    4 MB of stimulation (19.5 MiB). zarr itself needs buffers to read one (compressed
+    and decoded chunks, the output); the estimate adds less than a window to that, and
+    reading ahead one window more. It never holds the recording (120 MB) or its float64
+    pairs (384 MB).
     """
     n, n_steps, rows = 100, 240_000, 4096
     group = zarr.open_group(str(tmp_path / "rec.zarr"), mode="w")
@@ -403,13 +408,14 @@ def test_estimate_with_default_windows_holds_a_few_windows(tmp_path):
     grew = {}
     for mode in ("read", "sequential", "ahead"):
         done = subprocess.run([sys.executable, "-c", _MEMORY_SCRIPT, str(tmp_path / "rec.zarr"), mode, str(window)],
-                              capture_output=True, text=True, check=True, timeout=300)
+                              capture_output=True, text=True, check=True, timeout=300, env=_FIXED_MMAP_THRESHOLD)
         measured = json.loads(done.stdout.strip().splitlines()[-1])
         if mode != "read":
             assert measured["pairs"] == n_steps // 2
             assert measured["chunk_steps"] == window
         grew[mode] = measured["grew_mb"]
     window_mb = window * n * (4 + 1) / 2**20
-    assert grew["sequential"] < grew["read"] + 2 * window_mb, grew
-    assert grew["ahead"] < grew["read"] + 3 * window_mb, grew
-    assert grew["ahead"] < 200, grew  # far from the float64 pairs (384 MB)
+    # measured: read 36 MB, sequential 42, ahead 57: one window more than reading alone
+    assert grew["sequential"] < grew["read"] + 1.5 * window_mb, grew
+    assert grew["ahead"] < grew["read"] + 2.5 * window_mb, grew
+    assert grew["ahead"] < 150, grew  # far from the recording (120 MB) plus zarr's buffers, or the float64 pairs (384 MB)
