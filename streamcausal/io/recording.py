@@ -136,7 +136,7 @@ class _ReadAhead:
         self.numba_threads = None
 
     def __enter__(self):
-        if self.threaded and self.keys:
+        if self.threaded and len(self.keys) > 1:  # one window has nothing to overlap with
             self.numba_threads = numba.get_num_threads()  # this thread's own setting
             numba.set_num_threads(max(1, min(self.numba_threads, _available_cpus() - _READER_CORES)))
             self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="streamcausal-read")
