@@ -20,8 +20,10 @@ export MPLBACKEND=Agg
 # network.py's cached kernels would still run the old random streams. So the cache
 # lives in a directory keyed to the sources of every kernel (the package's .py files
 # that mention numba or _jit: _jit.py and _kernels/*.py); a change of any of them
-# starts an empty one (each kernel then compiles once, about a minute on 2 cores),
-# and the directories of older keys are removed.
+# starts an empty one (the kernels a run needs then compile once, in the process that
+# runs it or, for several seeds on a LocalCluster, once in the parent before the
+# workers load them: about 22 s of CPU for the default `streamcausal run`, see
+# benchmarks/bench_coldstart.py), and the directories of older keys are removed.
 KERNEL_KEY="$(grep -rlE --include='*.py' 'numba|_jit' streamcausal | LC_ALL=C sort | xargs sha256sum \
     | sha256sum | cut -c1-16)"
 export NUMBA_CACHE_DIR="$ROOT/.venv/numba-cache/$KERNEL_KEY"
