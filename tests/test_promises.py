@@ -61,7 +61,7 @@ def assert_same_trajectory(path, reference_path, seed):
 KILL_A = sc.create_connectivity(8, density=0.5, random_state=2)
 KILL_STEPS, KILL_CHUNK, KILL_SEED = 3001, 301, 4  # 10 chunks of an odd length, the last one short
 N_KILL_CHUNKS = -(-KILL_STEPS // KILL_CHUNK)
-CHECKPOINT_SECONDS = 1.0
+CHECKPOINT_SECONDS = 2.0  # long enough that three small chunks never reach it, even on a loaded machine
 STALL_AFTER, KILL_AFTER = 4, 8  # chunks done; chunk 5 starts at step 1505, on an outcome
 KILL_DESIGNS = {  # name -> (design, rng)
     "observation": (sc.Observation(), "default"),
@@ -82,6 +82,7 @@ KILL_CHILD = textwrap.dedent(
 
     path, design, rng, mode = sys.argv[1], eval(sys.argv[2]), sys.argv[3], sys.argv[4]
     stall_after, kill_after, checkpoint_seconds, pause = int(sys.argv[5]), int(sys.argv[6]), *map(float, sys.argv[7:9])
+    n_steps = int(sys.argv[9])
     done = [0]
 
     def progress(event):
@@ -95,7 +96,7 @@ KILL_CHILD = textwrap.dedent(
             time.sleep(600)
 
     A = sc.create_connectivity(8, density=0.5, random_state=2)
-    sc.run(A, {KILL_STEPS}, design=design, seed={KILL_SEED}, chunk_steps={KILL_CHUNK}, rng=rng, progress=progress,
+    sc.run(A, n_steps, design=design, seed={KILL_SEED}, chunk_steps={KILL_CHUNK}, rng=rng, progress=progress,
            store=sc.Store(path, mode=mode, save_trajectory=True, checkpoint_seconds=checkpoint_seconds))
     print("finished", flush=True)
     """
@@ -103,8 +104,8 @@ KILL_CHILD = textwrap.dedent(
 
 
 def start_child(script, path, design, rng="default", mode="w-", stall_after=-1, kill_after=-1,
-                checkpoint_seconds=CHECKPOINT_SECONDS, pause=0.0):
-    arguments = [path, repr(design), rng, mode, stall_after, kill_after, checkpoint_seconds, pause]
+                checkpoint_seconds=CHECKPOINT_SECONDS, pause=0.0, n_steps=KILL_STEPS):
+    arguments = [path, repr(design), rng, mode, stall_after, kill_after, checkpoint_seconds, pause, n_steps]
     return subprocess.Popen([sys.executable, str(script), *map(str, arguments)], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, env=child_env())
 
@@ -183,23 +184,24 @@ def test_kills_at_random_moments_each_resumed(kill_script, tmp_path):
     """Three kills at random moments, each attempt resuming the last one (mode "a"), then a final resume."""
     path = tmp_path / "random.zarr"
     design = sc.Perturbation(clamp="stimulated")
+    n_steps = 2 * KILL_STEPS  # 20 chunks: three attempts of a few chunks each never finish the run
     chances = random.Random(20250611)
     first_steps = []
     for _attempt in range(3):
-        # a checkpoint after every chunk, and a 50 ms wait: killed at some moment of the next chunks
-        child = start_child(kill_script, path, design, mode="a", checkpoint_seconds=0, pause=0.05)
+        # a checkpoint after every chunk, and a 100 ms wait: killed at some moment of the next chunk or two
+        child = start_child(kill_script, path, design, mode="a", checkpoint_seconds=0, pause=0.1, n_steps=n_steps)
         lines = progress_lines(child, count=chances.randint(1, 3))
         first_steps.append(int(lines[0].split()[1]))
-        time.sleep(chances.uniform(0.0, 0.06))
+        time.sleep(chances.uniform(0.0, 0.1))
         kill(child)
     # Attempts 2 and 3 continued where the one before stopped: their first chunk was not chunk 0.
     assert first_steps[0] == KILL_CHUNK
     assert first_steps[1] > first_steps[0] and first_steps[2] > first_steps[1], first_steps
     arguments = dict(design=design, seed=KILL_SEED, chunk_steps=KILL_CHUNK)
-    resumed = sc.run(KILL_A, KILL_STEPS, store=sc.Store(path, mode="r+", save_trajectory=True), **arguments)
-    assert 0 < resumed.parameters["resumed_from_chunk"] < N_KILL_CHUNKS
+    resumed = sc.run(KILL_A, n_steps, store=sc.Store(path, mode="r+", save_trajectory=True), **arguments)
+    assert 0 < resumed.parameters["resumed_from_chunk"] < -(-n_steps // KILL_CHUNK)
     reference_path = tmp_path / "uninterrupted.zarr"
-    uninterrupted = sc.run(KILL_A, KILL_STEPS, store=sc.Store(reference_path, save_trajectory=True), **arguments)
+    uninterrupted = sc.run(KILL_A, n_steps, store=sc.Store(reference_path, save_trajectory=True), **arguments)
     assert_moments_bit_equal(resumed.moments, uninterrupted.moments)
     assert_same_trajectory(path, reference_path, KILL_SEED)
 
