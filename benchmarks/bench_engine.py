@@ -389,7 +389,7 @@ def sparse_section(repeats, quick):
     sparse_design, tutorial_design = sc.Perturbation(p=p), sc.Perturbation()
     assert engine_simulation.sparse_stimulation(sparse_design, n)
     assert not engine_simulation.sparse_stimulation(tutorial_design, n)
-    n_steps = (2 if quick else 24) * chunk
+    n_steps = (2 if quick else 32) * chunk  # long enough to amortise the log-spaced convergence points
     contenders = {"sparse p=0.02": (sparse_design, False), "dense p=0.02": (sparse_design, True),
                   "dense p=0.5 (tutorial)": (tutorial_design, False)}
     for design, dense in contenders.values():  # warm up: load or compile every kernel
