@@ -19,15 +19,25 @@ __all__ = ["Result", "convergence_point", "score"]
 ESTIMATES = ("correlation", "effect")
 
 
+_SCORE_IN_ONE_PASS = 2**22  # entries; above this the score streams over row blocks of A
+
+
 def score(estimate, A) -> float:
     """Pearson correlation, over all entries, of ``estimate`` with the true ``A``.
 
-    Both are ``[target, source]``. Undefined (NaN) estimate entries are left out;
-    NaN is returned when fewer than two entries remain or either side is constant.
-    This is the tutorial's score, ``corrcoef(A.T.flatten(), R.flatten())``, in A's orientation.
+    Both are ``[target, source]``; ``A`` may be a SciPy sparse matrix. Undefined (NaN)
+    estimate entries are left out; NaN is returned when fewer than two entries remain or
+    either side is constant. This is the tutorial's score,
+    ``corrcoef(A.T.flatten(), R.flatten())``, in A's orientation. Above 2**22 entries it
+    is computed over row blocks in two passes, so no copy of either matrix is made.
     """
-    A = check_connectivity(A)
     estimate = np.asarray(estimate, dtype=np.float64)
+    if estimate.size > _SCORE_IN_ONE_PASS:
+        A = check_connectivity(A)
+        if estimate.shape != A.shape:
+            raise ValueError(f"estimate must have A's shape {A.shape}, got {estimate.shape}")
+        return _streamed_score(estimate, A)
+    A = check_connectivity(A, dense=True)
     if estimate.shape != A.shape:
         raise ValueError(f"estimate must have A's shape {A.shape}, got {estimate.shape}")
     keep = np.isfinite(estimate)
@@ -37,10 +47,41 @@ def score(estimate, A) -> float:
     return float(np.corrcoef(x, y)[0, 1])
 
 
+def _streamed_score(estimate, A) -> float:
+    """:func:`score` over row blocks of ``A`` (dense or sparse): means first, then centred sums."""
+    from .network import dense_row_blocks
+
+    count, sum_x, sum_y = 0, 0.0, 0.0
+    low_x = low_y = np.inf
+    high_x = high_y = -np.inf
+    for start, block in dense_row_blocks(A):
+        y = estimate[start:start + len(block)]
+        keep = np.isfinite(y)
+        if keep.any():
+            x_kept, y_kept = block[keep], y[keep]
+            count += x_kept.size
+            sum_x, sum_y = sum_x + x_kept.sum(), sum_y + y_kept.sum()
+            low_x, high_x = min(low_x, x_kept.min()), max(high_x, x_kept.max())
+            low_y, high_y = min(low_y, y_kept.min()), max(high_y, y_kept.max())
+    if count < 2 or low_x == high_x or low_y == high_y:
+        return float("nan")
+    mean_x, mean_y = sum_x / count, sum_y / count
+    xy = xx = yy = 0.0
+    for start, block in dense_row_blocks(A):
+        y = estimate[start:start + len(block)]
+        keep = np.isfinite(y)
+        dx, dy = block[keep] - mean_x, y[keep] - mean_y
+        xy, xx, yy = xy + dx @ dy, xx + dx @ dx, yy + dy @ dy
+    return float(np.clip(xy / np.sqrt(xx * yy), -1.0, 1.0))
+
+
 def convergence_point(moments, A=None) -> dict:
     """Samples, score against ``A`` (None when unknown or undefined) and mean standard error of ``moments``."""
-    stderr = moments.stderr()
-    mean_se = float(np.nanmean(stderr)) if np.isfinite(stderr).any() else float("nan")
+    stderr = moments.stderr()  # a fresh array, so NaN may be zeroed in place (no n x n copy)
+    undefined = np.isnan(stderr)
+    defined = stderr.size - int(np.count_nonzero(undefined))
+    stderr[undefined] = 0.0
+    mean_se = float(np.sum(stderr) / defined) if defined else float("nan")
     return {
         "samples": int(moments.count),
         "score": None if A is None else _finite_or_none(score(moments.correlation(), A)),
