@@ -291,7 +291,7 @@ def plot_connectivity_graph_matrix(A, title="Neuron connectivity"):
 
     ``A[j, i]`` is the weight from source ``i`` onto target ``j``. Returns the Figure.
     """
-    A = check_connectivity(A)
+    A = check_connectivity(A, dense=True)
     _check_title(title)
     fig = Figure(figsize=(11, 5), layout="constrained")
     axs = fig.subplots(1, 2)
@@ -400,7 +400,7 @@ def plot_true_vs_estimated(estimated, A, selected_neuron=None):
         Each panel has its own symmetric colour scale: an estimate (a difference in
         means or a correlation) is not on ``A``'s scale.
     """
-    A = check_connectivity(A)
+    A = check_connectivity(A, dense=True)
     n = A.shape[0]
     if selected_neuron is not None:
         selected_neuron = check_index(selected_neuron, "selected_neuron", n)
@@ -449,7 +449,7 @@ def plot_tutorial_summary(A, R_in_A_orientation):
     -------
     matplotlib.figure.Figure
     """
-    A = check_connectivity(A)
+    A = check_connectivity(A, dense=True)
     R = _check_matrix(R_in_A_orientation, "R_in_A_orientation")
     if R.shape != A.shape:
         raise ValueError(f"R_in_A_orientation must have A's shape {A.shape}, got {R.shape}")
@@ -643,7 +643,7 @@ def plot_edge_distributions(estimate, A, title="Estimates on absent and present 
         separates the groups. More than 5000 edges in a group are drawn as a fixed
         random subset of 5000.
     """
-    A = check_connectivity(A)
+    A = check_connectivity(A, dense=True)
     estimates = _check_estimates(estimate, A.shape)
     _check_title(title)
     fig = Figure(figsize=(4.2 * len(estimates) + 1.0, 4.8), layout="constrained")
@@ -710,7 +710,7 @@ def plot_estimated_graph(estimate, stderr=None, A=None, n_se=3.0, title=None):
     """
     estimate = _check_matrix(estimate, "estimate", square=True)
     if A is not None:
-        A = check_connectivity(A)
+        A = check_connectivity(A, dense=True)
         if A.shape != estimate.shape:
             raise ValueError(f"estimate must have A's shape {A.shape}, got {estimate.shape}")
     n_se = check_real(n_se, "n_se")

@@ -104,7 +104,7 @@ def report(source, out_dir, *, A=None, estimates=None) -> list:
 def report_data(source, *, A=None, estimates=None) -> ReportData:
     """What :func:`report` draws for ``source`` (same arguments), read without drawing."""
     if A is not None:
-        A = check_connectivity(A)
+        A = check_connectivity(A, dense=True)
     if isinstance(source, Result):
         if estimates is not None:
             raise TypeError("estimates names a group in a store; source is a Result")

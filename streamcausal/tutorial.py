@@ -57,7 +57,7 @@ def simulate_neurons(A, timesteps, random_state=42):
     Seeds the global legacy RNG with ``random_state`` and draws the noise with
     ``np.random.multivariate_normal`` exactly as the course does.
     """
-    A = check_connectivity(A)
+    A = check_connectivity(A, dense=True)
     timesteps = _check_timesteps(timesteps)
     random_state = check_seed(random_state, "random_state")
     np.random.seed(random_state)
@@ -75,7 +75,7 @@ def simulate_neurons_perturb(A, timesteps):
     Continues the global legacy RNG stream (the course does not reseed here).
     Returns ``(n, timesteps)``.
     """
-    A = check_connectivity(A)
+    A = check_connectivity(A, dense=True)
     timesteps = _check_timesteps(timesteps)
     n_neurons = len(A)
     X = np.zeros((n_neurons, timesteps))
@@ -162,7 +162,7 @@ def two_neuron_difference_in_means(n_trials=5000, random_state=12):
 
 def score(A, R):
     """The course's score ``corrcoef(A.T.flatten(), R.flatten())[1, 0]`` for its ``R``."""
-    A = check_connectivity(A)
+    A = check_connectivity(A, dense=True)
     R = np.asarray(R, dtype=np.float64)
     if R.shape != A.shape:
         raise ValueError(f"R must have A's shape {A.shape}, got {R.shape}")
