@@ -16,6 +16,7 @@ from .._validation import check_callable, check_connectivity, check_int, check_s
 from ..designs import Observation, Perturbation, check_design
 from ..moments import CrossMoments, block_size, chunk_moments
 from ..moments.reduce import BLAS_PAIRS
+from ..network import compressed_columns
 
 __all__ = [
     "RNG_MODES", "Simulation", "Trajectory", "check_simulation_arguments", "default_chunk_steps", "simulate",
@@ -80,16 +81,6 @@ def check_simulation_arguments(A, n_steps, design, seed, chunk_steps, rng, progr
         raise ValueError(f"rng must be one of {RNG_MODES}, got {rng!r}")
     check_callable(progress, "progress")
     return A, n_steps, design, seed, chunk_steps, rng
-
-
-def compressed_columns(A):
-    """A as compressed sparse columns: column i lists source i's targets and weights."""
-    targets, sources = np.nonzero(A)
-    order = np.lexsort((targets, sources))  # by source, then target
-    sources, targets = sources[order], targets[order]
-    col_ptr = np.zeros(A.shape[1] + 1, dtype=np.int64)
-    np.add.at(col_ptr, sources + 1, 1)
-    return np.cumsum(col_ptr), targets.astype(np.int64), A[targets, sources].copy()
 
 
 @dataclass
