@@ -10,10 +10,18 @@ Before workers on this machine run a seed, this process compiles the run's kerne
 (:func:`compile_kernels`), while the LocalCluster starts: Numba writes them to its
 on-disk cache and every worker loads them from there, instead of each worker
 compiling the same kernels at the same time on the same cores.
+
+A LocalCluster started here keeps Dask's own logs quiet (its workers' "Compute Failed"
+reports included): a failed task's exception reaches the caller once, with its own type
+and message. Its worker processes re-import the caller's ``__main__`` module, so a
+script must start runs of several seeds under ``if __name__ == "__main__":``; without
+that guard the run stops with one error saying so (:data:`MAIN_GUARD_ADVICE`).
 """
 
 from __future__ import annotations
 
+import logging
+import multiprocessing
 import os
 import queue
 import threading
@@ -29,7 +37,14 @@ from .engine.simulation import Simulation
 from .io.store import RunStore
 from .result import convergence_point
 
-__all__ = ["close_client", "compile_kernels", "open_client", "run_seeds"]
+__all__ = ["MAIN_GUARD_ADVICE", "close_client", "compile_kernels", "open_client", "run_seeds"]
+
+MAIN_GUARD_ADVICE = (
+    "the Dask workers of run(..., seed=Seeds(...)) could not start; each worker process re-imports "
+    "the script that started it, so a script must call run() under 'if __name__ == \"__main__\":'"
+)
+# Exit status of a worker process that stopped itself while re-importing an unguarded script.
+_CHILD_EXIT = 3
 
 _PROGRESS_INTERVAL = 0.5  # seconds between progress messages from a task
 
@@ -66,11 +81,29 @@ def open_client(client=None, workers=None):
     cores = os.cpu_count() or 1
     workers = cores if workers is None else check_int(workers, "workers", minimum=1)
     threads = max(1, cores // workers)
-    cluster = distributed.LocalCluster(
-        n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=":0",
-        env=_thread_environment(threads),
-    )
+    if _importing_main_in_a_child():
+        # A spawned process re-imports __main__ before it runs its own work; a script that
+        # calls run() unguarded would start a cluster from every worker. Stop quietly: the
+        # parent, whose workers then fail to start, raises the one error that says why.
+        raise SystemExit(_CHILD_EXIT)
+    try:
+        # silence_logs quiets the scheduler's and nannies' logs here and the workers' there
+        # (their "Compute Failed" reports): a task's error reaches the caller once, by gather.
+        cluster = distributed.LocalCluster(
+            n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=":0",
+            env=_thread_environment(threads), silence_logs=logging.CRITICAL,
+        )
+    except RuntimeError as error:
+        if "failed to start" not in str(error):
+            raise
+        raise RuntimeError(f"{MAIN_GUARD_ADVICE} ({error})") from None
     return distributed.Client(cluster), True
+
+
+def _importing_main_in_a_child() -> bool:
+    """Whether this is a spawned process still importing the parent's ``__main__`` (as ``multiprocessing`` checks)."""
+    # multiprocessing.spawn sets _inheriting while it re-imports __main__ (parent_process() is set only after).
+    return bool(getattr(multiprocessing.current_process(), "_inheriting", False))
 
 
 def close_client(client):
