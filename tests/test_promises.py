@@ -419,11 +419,12 @@ def test_every_trajectory_chunk_is_synced_before_the_record_that_counts_it(tmp_p
             assert_synced(path, before, what)
 
 
-@pytest.mark.xfail(strict=True, reason="io/store.py SeedStore.write_checkpoint writes the record with attrs.update, "
-                                       "one zarr.json write per key: a kill between them leaves a valid-looking "
-                                       "record without convergence, stopped_at and steps_done; use attrs.put")
 def test_a_checkpoint_record_is_written_whole(tmp_path, monkeypatch):
-    """A record that a reader would take (next_chunk and checksum) already holds the rest of it."""
+    """A record that a reader would take (next_chunk and checksum) already holds the rest of it.
+
+    Written key by key (zarr's attrs.update), a kill between the writes left a valid-looking record
+    without convergence, stopped_at and steps_done.
+    """
     events = record_events(monkeypatch)
     sc.run(KILL_A, 1000, design=sc.Observation(), seed=1, chunk_steps=250, target_se=1e-9,
            store=sc.Store(tmp_path / "whole.zarr", checkpoint_seconds=0))
