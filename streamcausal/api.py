@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ._validation import check_flag, check_int, check_real, check_seed, describe, is_sparse
+from ._validation import check_flag, check_int, check_real, check_seed, describe
 from ._version import __version__
 from .designs import Perturbation
 from .engine import DTYPES, Plan, check_simulation_arguments, run_seed
@@ -40,21 +40,29 @@ class Store:
 
     Parameters
     ----------
-    location : str, os.PathLike or zarr store
-        A path or URL (opened with :func:`zarr.open_group`) or a store object. With
-        several seeds on worker processes it must be a path or URL they can all reach.
+    location : str, os.PathLike, zarr store or zarr.Group
+        A path or URL (opened with :func:`zarr.open_group`), a store object, or a group
+        (the run goes into that group). With several seeds on worker processes it must
+        be one they can all reach: a path, URL or on-disk store, not an in-memory store
+        (refused).
     mode : {"w-", "w", "r+", "a"}
         ``"w-"`` (default) creates a new run and refuses a store that holds one; ``"w"``
         replaces it; ``"r+"`` continues it after a crash, kill or Ctrl-C (refused if any
-        parameter differs; a finished run just returns its result); ``"a"`` continues
-        it if there is one and creates it otherwise.
+        parameter differs, ``target_se`` included; a finished run just returns its
+        result); ``"a"`` continues it if there is one and creates it otherwise. A store
+        whose creation was interrupted holds no run: every mode replaces it (``"r+"``
+        only when the parameters agree).
     save_trajectory : bool
         Write ``activity``, ``stimulation`` and ``clamped`` ``(T, n)`` arrays.
-    dtype : {"float32", "float64"}
-        Storage type of ``activity``.
+    dtype : {"float32", "float64", "float16"}
+        Storage type of activity. float16 keeps 11 significant bits (relative error <=
+        2^-11, about 3 digits) of values in (0, 1); the run's own estimate is
+        unaffected, estimates made later from the stored trajectory see the rounding.
     checkpoint_seconds : float
         Checkpoint after a chunk once at least this long has passed since the last one
-        (so after every chunk when chunks are long); ``0`` checkpoints every chunk.
+        (so after every chunk when chunks are long); ``0`` checkpoints every chunk. It
+        is per session: not stored, and a resume uses the value it is given (it changes
+        only how much a kill loses, never the result).
 
     Examples
     --------
@@ -77,7 +85,7 @@ class Store:
             raise ValueError(f"mode must be one of {list(STORE_MODES)}, got {self.mode!r}")
         check_flag(self.save_trajectory, "save_trajectory")
         dtype = self.dtype
-        if isinstance(dtype, type) and dtype in (np.float32, np.float64):
+        if isinstance(dtype, type) and dtype in (np.float16, np.float32, np.float64):
             dtype = np.dtype(dtype).name
         if not isinstance(dtype, str) or dtype not in DTYPES:
             raise ValueError(f"dtype must be one of {DTYPES}, got {self.dtype!r}")
@@ -146,8 +154,8 @@ def run(A, n_steps, *, design=Perturbation(), seed=0, chunk_steps=None, rng="def
     A : (n, n) array_like or scipy.sparse matrix/array
         Connectivity, ``A[j, i]`` = weight from source ``i`` onto target ``j``. A SciPy
         sparse ``A`` (any format) is checked and used without densifying (see
-        :func:`~streamcausal.create_connectivity`, sparse above 1000 neurons), except
-        that a run store still keeps ``connectivity`` as a dense ``(n, n)`` array.
+        :func:`~streamcausal.create_connectivity`, sparse above 1000 neurons); a run
+        store keeps it as ``connectivity_sparse`` (CSC), a dense ``A`` as ``connectivity``.
     n_steps : int
         Length of the trajectory, ``>= 2`` (the tutorial's ``timesteps``); per seed.
     design : Perturbation or Observation
@@ -164,13 +172,14 @@ def run(A, n_steps, *, design=Perturbation(), seed=0, chunk_steps=None, rng="def
         "legacy" reproduces ``np.random.seed(seed)`` followed by the tutorial's
         ``simulate_neurons_perturb(A, n_steps)`` (or ``simulate_neurons`` when observing)
         draw for draw.
-    store : None, path, zarr store or Store
-        Where checkpoints, estimates and (optionally) the trajectory go. A path or store
-        object means ``Store(location)``: a new run.
+    store : None, path, zarr store, zarr.Group or Store
+        Where checkpoints, estimates and (optionally) the trajectory go. A path, store
+        object or group means ``Store(location)``: a new run.
     target_se : float, optional
         Stop a seed once the mean per-edge standard error of its ``effect`` is at most
         ``target_se * sqrt(number of seeds)`` (so the merged one is about ``target_se``),
-        or at ``n_steps``; ``n_steps`` in each seed's result says when.
+        or at ``n_steps``; ``n_steps`` in each seed's result says when. A stored run
+        keeps it: resuming with another ``target_se`` is refused like any other parameter.
     progress : callable, optional
         Called with a :class:`~streamcausal.progress.Progress` after every chunk (every
         half second per seed with several seeds).
@@ -197,6 +206,13 @@ def run(A, n_steps, *, design=Perturbation(), seed=0, chunk_steps=None, rng="def
     seed_list = list(seeds.seeds) if seeds is not None else [first_seed]
     if store is not None and not isinstance(store, Store):
         store = Store(store)
+    if store is not None and seeds is not None:
+        from .io.store import shared_between_processes
+
+        if not shared_between_processes(store.location):
+            # Each worker process would write into its own copy of the memory store, then lose it.
+            raise ValueError(f"store must be reachable by Dask worker processes with several seeds; an in-memory "
+                             f"store is not (got {describe(store.location)}): use a path or URL, or one seed")
     target = None if target_se is None else _check_target_se(target_se, len(seed_list))
     plan = Plan(A, n_steps, design, chunk_steps, rng,
                 save_trajectory=store is not None and store.save_trajectory,
@@ -214,8 +230,8 @@ def run(A, n_steps, *, design=Perturbation(), seed=0, chunk_steps=None, rng="def
         lock = contextlib.nullcontext()
     with lock:
         run_store = None
-        if store is not None:  # the store's layout keeps A dense, for now
-            run_store = RunStore.open(store.location, parameters, A.toarray() if is_sparse(A) else A, mode=store.mode)
+        if store is not None:  # a sparse A is kept as connectivity_sparse, without densifying it
+            run_store = RunStore.open(store.location, parameters, A, mode=store.mode)
         if seeds is not None:
             from .distributed import run_seeds
 

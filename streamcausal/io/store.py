@@ -26,17 +26,33 @@ disk at a few ms of CPU per chunk, and any Zarr reader still sees plain 0/1 arra
 Schema 2 added float16 activity and ``connectivity_sparse``; stores of schema 1 (dense
 connectivity, float32/float64) are read and resumed as they are.
 
-A checkpoint is written into the slot that does not hold the newest valid one, arrays
-first and the slot's attributes (with a checksum of those arrays) last, so a reader
-never takes a half-written checkpoint: a torn slot fails its checksum and the other
-slot is used. A chunk's trajectory rows are written and flushed to disk (``fsync``)
-before the checkpoint that counts them.
+A checkpoint is written into the slot that does not hold the newest valid one: its
+record is emptied (one write of its ``zarr.json``), its arrays are written, and its
+record (with a checksum of those arrays) is written whole last, so a reader never takes
+a half-written checkpoint. Any slot that cannot be read (an empty or partial
+``zarr.json``, a missing or undecodable chunk, arrays failing the record's checksum) is
+torn and the other slot is used; two torn slots raise :class:`StoreCorruptError`. A
+chunk's trajectory rows are written and flushed to disk (``fsync``) before the
+checkpoint that counts them.
+
+Damage is never read as data. Every array written whole (connectivity, estimates,
+convergence snapshots, trial estimates) keeps the sha256 of its values in its own
+attribute ``sha256``, checked on every read; the connectivity is also checked against
+the run's ``connectivity_sha256``. A trajectory's chunks are checked present up to the
+newest checkpoint's ``next_chunk`` before they are read. Stores written before these
+checks have no ``sha256`` attributes and are read as they are.
+
+A new run store is created with its root attributes first, marked
+``streamcausal.state = "creating"``, and the mark is removed once every array and
+group is in place: a store killed while being created is recognised, replaced by a new
+run (modes ``"w-"``, ``"w"``, ``"a"``) or started by ``"r+"`` when its parameters agree.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
+import itertools
 import json
 import os
 import socket
@@ -53,12 +69,16 @@ except ImportError:  # pragma: no cover - a zarr without it: one synchronous cal
     _zarr_sync = None
 
 __all__ = [
-    "READABLE_SCHEMAS", "SCHEMA_VERSION", "Estimates", "RunStore", "SeedStore", "StoreError", "StoreLock",
-    "StoreReader", "StoredTrajectory", "check_new_store", "check_run_location", "create_trajectory",
-    "is_run_store", "is_sparse", "local_path", "write_estimates", "write_together", "write_trial_estimates",
+    "READABLE_SCHEMAS", "SCHEMA_VERSION", "Estimates", "RunStore", "SeedStore", "StoreCorruptError", "StoreError",
+    "StoreLock", "StoreReader", "StoredTrajectory", "check_new_store", "check_run_location", "create_trajectory",
+    "is_run_store", "is_sparse", "local_path", "read_array", "shared_between_processes", "write_estimates",
+    "write_together", "write_trial_estimates",
 ]
 
 SCHEMA_VERSION = 2
+# A sparse connectivity is checked against connectivity_sha256 (a digest of all n^2
+# dense entries) up to this many entries; above, its parts' own checksums vouch for it.
+_DIGEST_ENTRIES = 2**26
 READABLE_SCHEMAS = (1, 2)  # schema 1: no float16 activity, no connectivity_sparse; same otherwise
 # Fast compression for the activity: byte-shuffled LZ4 costs about half of zstd's
 # time here for 7% more bytes (sigmoid outputs have near-random mantissas either way).
@@ -75,8 +95,12 @@ _CHECKPOINT_ARRAYS = (
     "count", "mean_in", "mean_out", "m2_in", "m2_out", "comoment", "state", "mt", "mt_pos", "gauss",
 )
 # Parameters that must agree for a run to be resumed, in the order they are checked.
+# target_se is one of them: a run stops where its stored target says, so another target
+# would make the stored parameters lie about the run (the README says so).
 RESUME_PARAMETERS = ("n_neurons", "connectivity_sha256", "design", "seed", "seeds", "rng",
-                     "chunk_steps", "n_steps", "dtype", "save_trajectory")
+                     "chunk_steps", "n_steps", "dtype", "save_trajectory", "target_se")
+# The header's state while a new store is being created (absent once it is complete).
+CREATING = "creating"
 
 
 class StoreError(ValueError):
@@ -96,6 +120,20 @@ class StoreError(ValueError):
         self.argument = argument
 
 
+class StoreCorruptError(ValueError):
+    """Data in a store that cannot be trusted: a missing or undecodable chunk, a failed checksum.
+
+    Not the caller's mistake (the command line exits with status 1, a data error, not
+    2); the message names the store, the array and the chunk, and says what to do.
+    ``array`` and ``chunk`` (a chunk key such as ``"c/0/0"``) name what is damaged, when known.
+    """
+
+    def __init__(self, message, *, array=None, chunk=None):
+        super().__init__(message)
+        self.array = array
+        self.chunk = chunk
+
+
 def local_path(store, *, resolve=True) -> Path | None:
     """The directory behind ``store`` when it is on local disk, else None.
 
@@ -109,12 +147,102 @@ def local_path(store, *, resolve=True) -> Path | None:
         return path.resolve() if resolve else path
     if isinstance(store, zarr.storage.LocalStore):
         return Path(store.root).resolve() if resolve else Path(store.root)
+    if isinstance(store, zarr.Group):
+        root = local_path(store.store, resolve=resolve)
+        return None if root is None else root / store.path if store.path else root
     return None
 
 
 def describe_store(store) -> str:
     path = local_path(store)
     return str(path) if path is not None else repr(store)
+
+
+def _open_group(location, mode, **options) -> zarr.Group:
+    """``zarr.open_group`` of a path, URL, zarr store or zarr.Group (its store and path)."""
+    if isinstance(location, zarr.Group):
+        return zarr.open_group(location.store, path=location.path, mode=mode, **options)
+    if isinstance(location, os.PathLike):
+        location = os.fspath(location)
+    return zarr.open_group(location, mode=mode, **options)
+
+
+def shared_between_processes(location) -> bool:
+    """Whether worker processes opening ``location`` see the same store (not a per-process memory store)."""
+    store = location.store if isinstance(location, zarr.Group) else location
+    if isinstance(store, zarr.storage.MemoryStore):
+        return False
+    return not (isinstance(store, str) and store.startswith("memory://"))
+
+
+def _digest(values) -> str:
+    """sha256 of an array's dtype, shape and C-order bytes: how a damaged or missing chunk is noticed."""
+    values = np.ascontiguousarray(values)
+    digest = hashlib.sha256(f"{values.dtype.str}{values.shape}".encode())
+    digest.update(values.reshape(-1).view(np.uint8) if values.size else b"")
+    return digest.hexdigest()
+
+
+def _chunk_selection(array, coords):
+    return tuple(slice(i * c, min((i + 1) * c, s)) for i, c, s in zip(coords, array.chunks, array.shape))
+
+
+def _stored_chunk_keys(array) -> set:
+    """The chunk keys (``c/0/0``) that ``array`` holds in its store, from one listing."""
+    prefix = array.store_path.path + "/" if array.store_path.path else ""
+    store = array.store_path.store
+
+    async def listed():
+        return [key async for key in store.list_prefix(prefix + "c")]
+
+    keys = _zarr_sync(listed()) if _zarr_sync is not None else []
+    return {key[len(prefix):] for key in keys}
+
+
+def missing_chunks(array, leading=None) -> list:
+    """Keys of the chunks of ``array`` absent from its store (only the first ``leading`` along axis 0, when given)."""
+    grid = [range(count) for count in array.cdata_shape]
+    if leading is not None and grid:
+        grid[0] = range(min(int(leading), len(grid[0])))
+    stored = _stored_chunk_keys(array)
+    return [key for coords in itertools.product(*grid)
+            if (key := array.metadata.encode_chunk_key(coords)) not in stored]
+
+
+def _one_line(error) -> str:
+    return f"{type(error).__name__}: {' '.join(str(error).split())}"[:200]
+
+
+def _undecodable(array, where, error, advice) -> StoreCorruptError:
+    """The error for ``array`` that failed to decode: which chunk, found by reading them one by one."""
+    for coords in itertools.product(*(range(count) for count in array.cdata_shape)):
+        try:
+            array[_chunk_selection(array, coords)]
+        except Exception as cause:  # noqa: BLE001 - any decoder's error marks the chunk
+            key = array.metadata.encode_chunk_key(coords)
+            return StoreCorruptError(
+                f"store {where}: array {array.path!r}, chunk {key!r}, cannot be decoded ({_one_line(cause)}); {advice}",
+                array=array.path, chunk=key,
+            )
+    return StoreCorruptError(f"store {where}: array {array.path!r} cannot be read ({_one_line(error)}); {advice}",
+                             array=array.path)
+
+
+def read_array(array, where=None, advice="the store is damaged; rerun the run with --overwrite (mode='w')"):
+    """All of ``array``, checked: a chunk that cannot be decoded, or values failing the
+    array's ``sha256`` attribute (a missing or damaged chunk), raise :class:`StoreCorruptError`."""
+    where = where if where is not None else describe_store(array.store)
+    try:
+        values = array[...]
+    except Exception as error:  # noqa: BLE001 - Blosc/Zstd raise RuntimeError, others ValueError
+        raise _undecodable(array, where, error, advice) from None
+    expected = array.attrs.get("sha256")
+    if expected is not None and _digest(values) != expected:
+        missing = missing_chunks(array)
+        detail = f"chunk {missing[0]!r} is missing" if missing else "its values fail the checksum written with it"
+        raise StoreCorruptError(f"store {where}: array {array.path!r} is damaged: {detail}; {advice}",
+                                array=array.path, chunk=missing[0] if missing else None)
+    return values
 
 
 def _checksum(arrays: dict) -> str:
@@ -128,6 +256,20 @@ def _checksum(arrays: dict) -> str:
     return digest.hexdigest()
 
 
+def _lock_name(directory: Path) -> str:
+    """``<name>.lock``, or, when that is longer than a file name may be, a shortened name plus its hash."""
+    name = directory.name + ".lock"
+    try:
+        limit = os.pathconf(directory.parent, "PC_NAME_MAX")
+    except (OSError, ValueError):  # the parent does not exist yet, or no such limit here
+        limit = 255
+    if len(os.fsencode(name)) <= limit - 24:  # room for the ".stale-<pid>" of a takeover
+        return name
+    tag = hashlib.sha256(os.fsencode(directory.name)).hexdigest()[:16]
+    head = os.fsencode(directory.name)[: max(0, limit - 64)].decode(errors="ignore")
+    return f"{head}-{tag}.lock"
+
+
 class StoreLock:
     """An exclusive lock file beside a local store (``<store>.lock``); stale locks of dead processes are taken over.
 
@@ -137,7 +279,7 @@ class StoreLock:
     """
 
     def __init__(self, directory: Path | None):
-        self.path = None if directory is None else directory.with_name(directory.name + ".lock")
+        self.path = None if directory is None else directory.with_name(_lock_name(directory))
         self.held = False
 
     @classmethod
@@ -212,9 +354,14 @@ def _put(group, name, values, dimension_names=None, dtype=None, attributes=None)
     values = np.asarray(values)
     if dtype is None:
         dtype = values.dtype
+    stored = values.astype(dtype, copy=False)
+    # The checksum goes in with the array's metadata, before its chunks: a kill in between
+    # leaves an array that fails it, not one that reads as its fill value.
+    if stored.dtype.kind in "biuf":  # numbers and flags (ids stored as strings come back in another type)
+        attributes = {**(attributes or {}), "sha256": _digest(stored)}
     array = group.create_array(name, shape=values.shape, dtype=dtype, dimension_names=dimension_names,
                                attributes=attributes, overwrite=True)
-    array[...] = values
+    array[...] = stored
     return array
 
 
@@ -271,8 +418,9 @@ def read_connectivity(group):
         node = group["connectivity"]
     except KeyError:
         node = None
+    advice = "the run's connectivity cannot be trusted; rerun the run with --overwrite (mode='w')"
     if isinstance(node, zarr.Array):
-        return node[...]
+        return read_array(node, advice=advice)
     try:
         sparse = group["connectivity_sparse"]
     except KeyError:
@@ -282,7 +430,8 @@ def read_connectivity(group):
     import scipy.sparse
 
     shape = tuple(int(size) for size in sparse.attrs["shape"])
-    return scipy.sparse.csc_array((sparse["data"][...], sparse["indices"][...], sparse["indptr"][...]), shape=shape)
+    parts = [read_array(sparse[name], advice=advice) for name in ("data", "indices", "indptr")]
+    return scipy.sparse.csc_array(tuple(parts), shape=shape)
 
 
 def write_together(writes) -> None:
@@ -412,27 +561,44 @@ class SeedStore:
             paths += [self.directory / "clamped" / "c" / str(index) for index in chunks]
             fsync_paths(paths, stop_at=self.directory)
 
-    def _slot_record(self, slot):
-        if slot not in self.group:
-            return None
-        attrs = dict(self.group[slot].attrs)
-        return attrs if "next_chunk" in attrs and "checksum" in attrs else None
+    def _read_slot(self, slot):
+        """``(checkpoint, None)``, ``(None, why the slot is torn)``, or ``(None, None)`` for no slot."""
+        try:
+            try:
+                group = self.group[slot]
+            except KeyError:  # no such slot (yet)
+                return None, None
+            record = dict(group.attrs)
+            if "next_chunk" not in record or "checksum" not in record:
+                return None, "no complete record"
+            arrays = {name: group[name][...] for name in _CHECKPOINT_ARRAYS}
+        except Exception as error:  # noqa: BLE001 - any unreadable part (metadata, record, chunk) tears the slot
+            return None, _one_line(error)
+        if _checksum(arrays) != record["checksum"]:
+            return None, "its arrays fail the record's checksum"
+        return {**record, "arrays": arrays, "slot": slot}, None
 
     def read_checkpoint(self):
-        """The newest checkpoint whose checksum verifies, as a dict, or None."""
-        best = None
+        """The newest checkpoint that reads whole and verifies, as a dict, or None.
+
+        A torn slot (unreadable metadata, record or arrays, or a failed checksum) is
+        skipped: a kill tears at most the slot being written. Both slots torn is damage
+        no kill leaves: :class:`StoreCorruptError`, naming the store and what to do.
+        """
+        best, torn = None, {}
         for slot in _SLOTS:
-            record = self._slot_record(slot)
-            if record is None:
-                continue
-            try:
-                arrays = {name: self.group[slot][name][...] for name in _CHECKPOINT_ARRAYS}
-            except (KeyError, ValueError, OSError):
-                continue
-            if _checksum(arrays) != record["checksum"]:
-                continue
-            if best is None or record["next_chunk"] > best["next_chunk"]:
-                best = {**record, "arrays": arrays, "slot": slot}
+            checkpoint, why = self._read_slot(slot)
+            if why is not None:
+                torn[slot] = why
+            if checkpoint is not None and (best is None or checkpoint["next_chunk"] > best["next_chunk"]):
+                best = checkpoint
+        if best is None and len(torn) == len(_SLOTS):
+            reasons = "; ".join(f"{slot}: {why}" for slot, why in torn.items())
+            raise StoreCorruptError(
+                f"store {describe_store(self.group.store)}: both checkpoint slots of {self.group.path} are "
+                f"unreadable ({reasons}); its progress cannot be recovered: rerun the run with --overwrite "
+                "(mode='w') to start it again", array=self.group.path,
+            )
         return best
 
     def _slot_arrays(self, slot, arrays):
@@ -457,12 +623,14 @@ class SeedStore:
         if slot not in self._handles:
             self._handles[slot] = self._slot_arrays(slot, arrays)
         group, handles = self._handles[slot]
-        group.attrs.clear()  # invalidate the slot before overwriting its arrays
+        group.attrs.put({})  # one write: the slot is invalid while its arrays are overwritten
         write_together((handles[name], Ellipsis, np.asarray(arrays[name])) for name in _CHECKPOINT_ARRAYS)
         # The trajectory and these arrays reach the disk before the record that counts them.
         self._fsync_written([self.directory / slot] if self.directory is not None else [])
-        group.attrs.update({"next_chunk": int(next_chunk), "checksum": _checksum(arrays),
-                            "written": time.time(), **extra})
+        # One write of the whole record (attrs.update would write zarr.json once per key,
+        # and a reader could take a record that has its checksum but not yet steps_done).
+        group.attrs.put({"next_chunk": int(next_chunk), "checksum": _checksum(arrays),
+                         "written": time.time(), **extra})
         self._newest_slot = slot
 
     def write_estimates(self, moments):
@@ -472,8 +640,7 @@ class SeedStore:
         """Moments at a convergence mark (``samples``), for the merged convergence curve."""
         group = self.group.require_group(f"convergence/samples_{int(samples)}")
         for name, value in arrays.items():
-            value = np.asarray(value)
-            group.create_array(name, shape=value.shape, dtype=value.dtype, overwrite=True)[...] = value
+            _put(group, name, value)
         if self.directory is not None:
             self._unsynced.extend(
                 p for p in (self.directory / group.path.removeprefix(self.group.path + "/")).rglob("*")
@@ -486,8 +653,8 @@ class SeedStore:
             return {}
         snapshots = {}
         for name, group in self.group["convergence"].groups():
-            try:
-                snapshots[int(name.removeprefix("samples_"))] = {k: v[...] for k, v in group.arrays()}
+            try:  # a damaged snapshot only loses its point of the merged curve
+                snapshots[int(name.removeprefix("samples_"))] = {k: read_array(v) for k, v in group.arrays()}
             except (ValueError, KeyError, OSError):
                 continue
         return snapshots
@@ -511,8 +678,10 @@ class RunStore:
         stored = check_run_location(store, mode)
         if stored is not None:
             cls._check_same(stored.get("parameters", {}), parameters, describe_store(store))
-            return cls(zarr.open_group(store, mode="r+"), local_path(store))
-        group = zarr.open_group(store, mode="w")
+            if stored["streamcausal"].get("state") != CREATING:
+                return cls(_open_group(store, "r+"), local_path(store))
+        # The header goes first, marked as being created: a store killed now is recognised.
+        group = _open_group(store, "w", attributes=_root_attributes(parameters, creating=True))
         run_store = cls(group, local_path(store))
         run_store._create(parameters, A)
         return run_store
@@ -520,7 +689,7 @@ class RunStore:
     @classmethod
     def reopen(cls, store):
         """Open an existing run store for writing, without checks (on Dask workers)."""
-        return cls(zarr.open_group(store, mode="r+"), local_path(store))
+        return cls(_open_group(store, "r+"), local_path(store))
 
     @staticmethod
     def _check_same(stored, wanted, where):
@@ -545,22 +714,30 @@ class RunStore:
             seed_group = self.group.create_group(f"seed_{seed}", attributes={"seed": seed})
             if save:
                 create_trajectory(seed_group, n_steps, n, chunk_steps, parameters["dtype"])
-        # The attributes go last: a store killed while being created is not mistaken for a run.
-        self.group.attrs.update({
-            "streamcausal": {"schema_version": SCHEMA_VERSION, "kind": "run",
-                             "package_version": parameters["package_version"]},
-            "parameters": json.loads(json.dumps(parameters)),
-            "model": "x[t+1] = sigmoid(A @ x[t] + eps[t]), eps[t] ~ N(0, I), x[0] = 0",
-            "orientation": "A[j, i] and every estimate [j, i]: source i onto target j",
-        })
+        if self.local_path is not None:  # everything created reaches the disk before the mark goes
+            fsync_paths([p for p in self.local_path.rglob("*") if p.is_file()], stop_at=self.local_path)
+        self.group.attrs.put(_root_attributes(parameters, creating=False))  # one write: the run is complete
 
     def seed(self, seed) -> SeedStore:
         return SeedStore(self.group[f"seed_{seed}"], self.local_path)
 
     def write_estimates(self, moments, extra_attrs=None):
         _estimate_arrays(self.group, moments)
-        if extra_attrs:
-            self.group.attrs.update(extra_attrs)
+        if extra_attrs:  # one write of zarr.json, not one per key
+            self.group.attrs.put({**dict(self.group.attrs), **json.loads(json.dumps(extra_attrs))})
+
+
+def _root_attributes(parameters, *, creating) -> dict:
+    """A run store's root attributes; ``creating`` marks a store whose creation has not finished."""
+    header = {"schema_version": SCHEMA_VERSION, "kind": "run", "package_version": parameters["package_version"]}
+    if creating:
+        header["state"] = CREATING
+    return {
+        "streamcausal": header,
+        "parameters": json.loads(json.dumps(parameters)),
+        "model": "x[t+1] = sigmoid(A @ x[t] + eps[t]), eps[t] ~ N(0, I), x[0] = 0",
+        "orientation": "A[j, i] and every estimate [j, i]: source i onto target j",
+    }
 
 
 # ----------------------------------------------------------------------------- checks before writing
@@ -575,6 +752,10 @@ def check_run_location(store, mode="w-"):
     that is not a streamcausal run (or of another schema), and with ``parameter="mode"``
     when the store's state contradicts ``mode`` (a run there under ``"w-"``, none under
     ``"r+"``). The run's parameters are compared later, by :meth:`RunStore.open`.
+
+    A store whose creation was interrupted (header state ``"creating"``) holds no run:
+    ``"w-"``, ``"w"`` and ``"a"`` replace it (None); ``"r+"`` gets its attributes, to start
+    it when the parameters agree.
     """
     from .._version import __version__
 
@@ -587,12 +768,12 @@ def check_run_location(store, mode="w-"):
             raise StoreError(f"store {where} is a directory that is not a Zarr store; "
                              f"it is left untouched")
     try:
-        existing = zarr.open_group(store, mode="r")
+        existing = _open_group(store, "r")
         attrs = dict(existing.attrs)
     except (FileNotFoundError, zarr.errors.GroupNotFoundError, KeyError):
         existing, attrs = None, None
-    except Exception as error:  # a path holding something that is not a zarr group
-        raise StoreError(f"store {where} is not a Zarr group: {error}") from None
+    except Exception as error:  # noqa: BLE001 - a path holding something that is not a zarr group
+        raise StoreError(f"store {where} is not a Zarr group: {_one_line(error)}") from None
     if existing is not None and not (attrs == {} and len(list(existing.keys())) == 0):
         header = attrs.get("streamcausal")
         if not isinstance(header, dict) or "schema_version" not in header:
@@ -605,6 +786,8 @@ def check_run_location(store, mode="w-"):
             )
         if header.get("kind") != "run":
             raise StoreError(f"store {where} holds a {header.get('kind')!r}, not a run")
+        if header.get("state") == CREATING:  # killed while being created: nothing in it to keep
+            return attrs if mode == "r+" else None
         if mode in ("r+", "a"):
             return attrs
         if mode != "w":
@@ -646,12 +829,19 @@ def check_new_store(store, *, replace=False, source=None) -> None:
 class Estimates:
     """Estimate arrays read from a group: ``correlation``, ``effect``, ``stderr`` (or None), ``count`` (or None)."""
 
-    def __init__(self, group, path):
+    def __init__(self, group, path, where=None):
         self.path = path
-        self.correlation = group["correlation"][...] if "correlation" in group else None
-        self.effect = group["effect"][...]
-        self.stderr = group["stderr"][...] if "stderr" in group else None
-        self.count = int(group["count"][...]) if "count" in group else None
+        advice = ("a run's estimates are written again from its checkpoints by resuming it (--resume, mode='r+'); "
+                  "estimates of `estimate --output` by estimating again")
+
+        def read(name):
+            return read_array(group[name], where, advice) if name in group else None
+
+        self.correlation = read("correlation")
+        self.effect = read("effect")
+        self.stderr = read("stderr")
+        count = read("count")
+        self.count = None if count is None else int(count)
 
 
 class StoreReader:
@@ -669,7 +859,7 @@ class StoreReader:
     def open(cls, store) -> StoreReader:
         """Open the existing group at ``store`` (a path, URL, zarr store or group) read-only."""
         if isinstance(store, zarr.Group):
-            return cls(store)
+            return cls(store, describe_store(store))
         where = os.fspath(store) if isinstance(store, (str, os.PathLike)) else describe_store(store)
         directory = local_path(store)
         if directory is not None and not directory.exists():
@@ -687,6 +877,9 @@ class StoreReader:
     def open_run(cls, store) -> StoreReader:
         """Open the run store at ``store``; refuse anything else, another schema, or no ``connectivity``."""
         reader = cls.open(store)
+        if reader.creating:
+            raise StoreError(f"store {reader.where!r} was never started: its creation was interrupted; "
+                             "rerun with --overwrite (mode 'w') to create it again", parameter="mode")
         if reader.header is None:
             raise StoreError(f"{reader.where!r} is not a streamcausal run store "
                              "(no 'streamcausal' run attributes)")
@@ -706,7 +899,14 @@ class StoreReader:
     def header(self) -> dict | None:
         """The ``streamcausal`` header of a run store, or None for any other group."""
         header = self.attrs.get("streamcausal")
-        return header if isinstance(header, dict) and header.get("kind") == "run" else None
+        run = isinstance(header, dict) and header.get("kind") == "run" and header.get("state") != CREATING
+        return header if run else None
+
+    @property
+    def creating(self) -> bool:
+        """Whether this is a run store whose creation was interrupted (it holds no run)."""
+        header = self.attrs.get("streamcausal")
+        return isinstance(header, dict) and header.get("kind") == "run" and header.get("state") == CREATING
 
     @property
     def is_run(self) -> bool:
@@ -737,9 +937,22 @@ class StoreReader:
         """The stored true connectivity ``[target, source]``, or None.
 
         A dense ndarray from array ``connectivity``, or a ``scipy.sparse.csc_array`` from
-        group ``connectivity_sparse`` (a run of a scipy.sparse ``A``).
+        group ``connectivity_sparse`` (a run of a scipy.sparse ``A``). Checked against
+        the arrays' checksums and the run's ``connectivity_sha256`` (for a sparse A above
+        ``_DIGEST_ENTRIES`` entries, whose digest streams all ``n^2``, the parts' checksums
+        only): :class:`StoreCorruptError` when they differ.
         """
-        return read_connectivity(self.group)
+        A = read_connectivity(self.group)
+        expected = self.parameters.get("connectivity_sha256")
+        if A is None or expected is None or (is_sparse(A) and A.shape[0] * A.shape[1] > _DIGEST_ENTRIES):
+            return A
+        from ..network import connectivity_digest
+
+        if connectivity_digest(A) != expected:
+            raise StoreCorruptError(
+                f"store {self.where}: its connectivity differs from the run's connectivity_sha256 (the store is "
+                "damaged); rerun the run with --overwrite (mode='w')", array="connectivity")
+        return A
 
     def has_trajectory(self, seed) -> bool:
         return self.has_array(f"seed_{seed}/activity")
@@ -753,7 +966,45 @@ class StoreReader:
         """
         if not all(self.has_array(f"seed_{seed}/{name}") for name in StoredTrajectory._fields):
             return None
+        self.check_trajectory(seed)
         return StoredTrajectory(*(self.group[f"seed_{seed}/{name}"] for name in StoredTrajectory._fields))
+
+    def check_trajectory(self, seed) -> int:
+        """Check that every trajectory chunk seed ``seed``'s newest checkpoint counts is in the store.
+
+        Returns that number of chunks. A missing one (it would read as the fill value: NaN
+        activity, zero stimulation, unclamped steps) raises :class:`StoreCorruptError`.
+        """
+        checkpoint = self.checkpoint(seed)
+        written = 0 if checkpoint is None else int(checkpoint["next_chunk"])
+        for name in StoredTrajectory._fields:
+            array = self.group[f"seed_{seed}/{name}"]
+            missing = missing_chunks(array, leading=written)
+            if missing:
+                rows = array.chunks[0]
+                first = int(missing[0].split("/")[1])
+                raise StoreCorruptError(
+                    f"store {self.where}: array 'seed_{seed}/{name}' has lost chunk {missing[0]!r} (steps "
+                    f"{first * rows:,} to {min((first + 1) * rows, array.shape[0]):,}) of the {written} its checkpoint "
+                    f"counts{f', and {len(missing) - 1} more' if len(missing) > 1 else ''}; those steps cannot be "
+                    "recovered: rerun the run with --overwrite (mode='w')",
+                    array=f"seed_{seed}/{name}", chunk=missing[0])
+        return written
+
+    def find_damage(self, names) -> StoreCorruptError | None:
+        """The first undecodable chunk among the arrays ``names`` (read chunk by chunk), as an error; else None.
+
+        For an error path: after a read of these arrays failed, it says which chunk.
+        """
+        for name in names:
+            if name is None or not self.has_array(name):
+                continue
+            array = self.group[name]
+            error = _undecodable(array, self.where, None, "rerun the run with --overwrite (mode='w') "
+                                 "to write it again")
+            if error.chunk is not None:
+                return error
+        return None
 
     def estimates(self, path=None) -> Estimates | None:
         """The estimates in group ``path`` (one with an ``effect`` array), or None.
@@ -767,11 +1018,11 @@ class StoreReader:
             if not isinstance(node, zarr.Group) or "effect" not in node:
                 raise StoreError(f"no estimates group {path!r} (with an 'effect' array) in {self.where}",
                                  argument="estimates")
-            return Estimates(node, path)
+            return Estimates(node, path, self.where)
         if self.has_group("estimates") and "effect" in self.group["estimates"]:
-            return Estimates(self.group["estimates"], "estimates")
+            return Estimates(self.group["estimates"], "estimates", self.where)
         if "effect" in self.group and ("correlation" in self.group or "pvalue" in self.group):
-            return Estimates(self.group, "")
+            return Estimates(self.group, "", self.where)
         return None
 
     def checkpoint(self, seed):
@@ -812,9 +1063,7 @@ def write_estimates(store, moments, *, path="", attrs=None, connectivity=None, n
 
 
 def _open_for_estimates(store, new):
-    if isinstance(store, os.PathLike):
-        store = os.fspath(store)
-    return zarr.open_group(store, mode="w" if new else "r+")
+    return _open_group(store, "w" if new else "r+")
 
 
 def _ids(values):
