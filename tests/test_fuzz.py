@@ -701,8 +701,6 @@ def test_huge_steps_on_the_command_line_are_one_line():
     assert_ok_or_one_line(status, err)
 
 
-@pytest.mark.xfail(strict=True, reason="moments/cross.py from_parts: accepts comoment**2 > m2_in * m2_out and "
-                                       "clips the correlation to 1 silently")
 def test_from_arrays_refuses_a_comoment_beyond_cauchy_schwarz():
     rng = np.random.default_rng(0)
     arrays = CrossMoments(2, 2).update(rng.random((10, 2)), rng.random((10, 2))).to_arrays()

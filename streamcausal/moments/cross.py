@@ -150,6 +150,7 @@ class CrossMoments:
             for name, array in parts.items():
                 if np.any(array != 0):
                     raise ValueError(f"{name} must be all zero when count is {count}, got {describe(array)}")
+        _check_cauchy_schwarz(m2_in, m2_out, comoment)
         self = cls(n_inputs, n_outputs)
         self._set(count, mean_in.copy(), mean_out.copy(), m2_in.copy(), m2_out.copy(), comoment.copy())
         return self
@@ -390,3 +391,20 @@ class CrossMoments:
 
     def __repr__(self) -> str:
         return f"CrossMoments(n_inputs={self.n_inputs}, n_outputs={self.n_outputs}, count={self.count})"
+
+
+_CAUCHY_SCHWARZ_SLACK = 1e-9  # relative: streamed sums round, so |c| may pass sqrt(m2_in m2_out) by a few ulps
+
+
+def _check_cauchy_schwarz(m2_in, m2_out, comoment) -> None:
+    """Refuse a co-moment no samples could give: ``comoment[j, i]**2 <= m2_out[j] * m2_in[i]``."""
+    bound = np.sqrt(np.multiply.outer(m2_out, m2_in))
+    bound *= 1.0 + _CAUCHY_SCHWARZ_SLACK
+    bound += _CAUCHY_SCHWARZ_SLACK * np.sqrt(m2_out.max(initial=0.0) * m2_in.max(initial=0.0))
+    beyond = np.abs(comoment) > bound
+    if beyond.any():
+        j, i = np.unravel_index(int(np.argmax(beyond)), beyond.shape)
+        raise ValueError(
+            f"comoment[{j}, {i}] = {comoment[j, i]:.6g} is beyond what any samples give: its square must be at most "
+            f"m2_out[{j}] * m2_in[{i}] = {m2_out[j] * m2_in[i]:.6g} (Cauchy-Schwarz)"
+        )
