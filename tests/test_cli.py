@@ -644,12 +644,9 @@ def test_summary_table_formats():
 
 
 CLI_MODULES = sorted(path.name for path in (REPO / "streamcausal" / "cli").glob("*.py"))
-_TOUCHES_ZARR = {"follow.py": "cli/follow.py checks (directory / 'zarr.json') itself instead of io.store's check_new_store"}
 
 
-@pytest.mark.parametrize("name", [
-    pytest.param(name, marks=pytest.mark.xfail(strict=True, reason=_TOUCHES_ZARR[name])) if name in _TOUCHES_ZARR
-    else name for name in CLI_MODULES])
+@pytest.mark.parametrize("name", CLI_MODULES)
 def test_cli_modules_do_not_touch_zarr_or_plots_directly(name):
     """Store access goes through io.store, figures through streamcausal.report."""
     text = (REPO / "streamcausal" / "cli" / name).read_text()

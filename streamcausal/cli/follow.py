@@ -135,26 +135,25 @@ def _array_names(reader, args):
 
 def _check_output(args) -> str:
     """The Follower's mode for --output, after the checks that need no writing."""
-    from ..io.store import is_run_store, local_path
+    from ..io.store import StoreError, check_new_store, is_run_store, local_path
 
     if local_path(args.output) is not None and local_path(args.output) == local_path(args.path):
         raise UsageError(f"--output {args.output!r} is the recording itself; choose another store")
     if is_run_store(args.output):
         raise UsageError(f"--output {args.output!r} holds a run (written by `{PROG} run`); choose another store")
+    try:  # a file, a foreign non-empty directory, the recording itself: refused whatever the mode
+        check_new_store(args.output, replace=True, source=args.path)
+    except StoreError as error:
+        raise UsageError(f"--output: {error}") from None
     directory = local_path(args.output)
-    exists = directory is not None and directory.exists()
-    if exists and not directory.is_dir():
-        raise UsageError(f"--output {args.output!r} is a file, not a Zarr store directory")
-    if exists and any(directory.iterdir()) and not (directory / "zarr.json").exists():
-        raise UsageError(f"--output {args.output!r} is a non-empty directory that is not a Zarr store; "
-                         "it is left untouched")
+    exists = directory is not None and directory.exists() and any(directory.iterdir())
     if args.resume:
         if not exists:
             raise UsageError(f"--resume: no follow output at {args.output!r} to continue")
         return "r+"
     if args.overwrite:
         return "w"
-    if exists and any(directory.iterdir()):
+    if exists:
         raise UsageError(f"--output {args.output!r} already exists; pass --resume to continue it or "
                          "--overwrite to replace it")
     return "w-"
