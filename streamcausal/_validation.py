@@ -7,6 +7,9 @@ import sys
 
 import numpy as np
 
+# Floats hold every integer up to 2**53 exactly; above it they skip some.
+EXACT_FLOAT_INTEGERS = 2**53
+
 
 def describe(value) -> str:
     """A short repr for error messages."""
@@ -15,9 +18,16 @@ def describe(value) -> str:
 
 
 def check_int(value, name: str, *, minimum: int | None = None, maximum: int | None = None) -> int:
-    """Return ``value`` as a Python int, refusing bools, floats with fractions and out-of-range values."""
+    """Return ``value`` as a Python int, refusing bools, floats with fractions and out-of-range values.
+
+    A whole float is taken only up to ``EXACT_FLOAT_INTEGERS`` (2**53) in magnitude: above
+    it a float no longer says which integer was meant (``int(1e30) != 10**30``).
+    """
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
         if isinstance(value, (float, np.floating)) and float(value).is_integer():
+            if abs(float(value)) > EXACT_FLOAT_INTEGERS:
+                raise ValueError(f"{name} must be an exact integer, got the float {describe(value)}, above 2**53 "
+                                 "where floats skip integers; pass an int")
             value = int(value)
         else:
             raise TypeError(f"{name} must be an integer, got {describe(value)} ({type(value).__name__})")

@@ -8,6 +8,8 @@ import os
 import shlex
 from pathlib import Path
 
+from ..engine.seed import DTYPES
+from ..engine.simulation import MAX_STEPS
 from . import report as report_command
 from .display import ProgressBar, run_summary
 from .options import PROG, Interrupted, UsageError, count, epilog, paragraph, real, seed
@@ -24,6 +26,13 @@ RUN_DEFAULTS = {
     "rng": "default",
     "dtype": "float32",
 }
+
+# The most neurons the command line accepts (the moments alone are then 8 * 10**14 bytes;
+# the memory check refuses far fewer on any real machine), and the most for a report.
+MAX_NEURONS = 10**7
+REPORT_MAX_NEURONS = 2000
+# Above this many neurons, drawing the network and the first chunk take a while: say so.
+LARGE_NETWORK = 1000
 
 # Run parameters (StoreError.parameter on a refused resume) -> the options that set them.
 OPTION_OF = {
@@ -93,7 +102,7 @@ def add_parser(subparsers) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     network = parser.add_argument_group("network")
-    network.add_argument("--neurons", type=count(2), metavar="N",
+    network.add_argument("--neurons", type=count(2, MAX_NEURONS), metavar="N",
                          help=f"number of neurons (default: {RUN_DEFAULTS['neurons']})")
     network.add_argument("--density", type=real(0.0, 1.0), metavar="D",
                          help="probability of each connection, in (0, 1] "
@@ -115,14 +124,14 @@ def add_parser(subparsers) -> None:
                         help="observational run: clamp nothing and use (x[t], x[t+1]) pairs "
                              "(not with --every/--p/--clamp)")
     work = parser.add_argument_group("work")
-    work.add_argument("--steps", type=count(2), metavar="T",
+    work.add_argument("--steps", type=count(2, MAX_STEPS), metavar="T",
                       help=f"time steps per seed (default: {RUN_DEFAULTS['steps']:,})")
     work.add_argument("--seeds", type=count(1), metavar="K",
                       help=f"number of independent seeds (default: one per core, {cores} here); "
                            "1 runs in this process without Dask")
     work.add_argument("--seed", type=seed, metavar="S",
                       help="first seed; the seeds are S, S+1, ... (default: 0)")
-    work.add_argument("--chunk-steps", type=count(1), metavar="C",
+    work.add_argument("--chunk-steps", type=count(1, MAX_STEPS), metavar="C",
                       help="steps per chunk (default: the library's default_chunk_steps(N), at "
                            "most T/64 and at least 4096); the result depends on it")
     work.add_argument("--rng", choices=("default", "legacy"),
@@ -148,8 +157,9 @@ def add_parser(subparsers) -> None:
                          help="replace a run already in --store")
     storage.add_argument("--save-trajectory", action="store_true",
                          help="write the (T, N) activity, stimulation and clamped arrays to --store")
-    storage.add_argument("--dtype", choices=("float32", "float64"),
-                         help="storage type of the saved activity (default: float32)")
+    storage.add_argument("--dtype", choices=DTYPES,
+                         help="storage type of the saved activity: float16 keeps about 3 significant "
+                              "digits in half the bytes of float32 (default: float32)")
     storage.add_argument("--checkpoint-seconds", type=real(0.0, math.inf, low_inclusive=True),
                          metavar="S", help="checkpoint after a chunk once S seconds have passed "
                                            "since the last checkpoint; 0: after every chunk "
@@ -188,8 +198,9 @@ def resolve(args, stored=None) -> dict:
     """The run's A, design and work, from the options, the stored run (a StoreReader, on --resume) and the defaults."""
     import numpy as np
 
+    from .._validation import is_sparse
     from ..designs import Observation, Perturbation, design_from_dict
-    from ..network import create_connectivity
+    from ..network import TUTORIAL_MAX_NEURONS, create_connectivity
 
     parameters = stored.parameters if stored is not None else {}
 
@@ -200,16 +211,13 @@ def resolve(args, stored=None) -> dict:
         return parameters.get(stored_name or name, RUN_DEFAULTS[name])
 
     network_given = any(getattr(args, name) is not None for name in ("neurons", "density", "connectivity_seed"))
-    if stored is not None and not network_given:
-        A = np.asarray(stored.connectivity(), dtype=np.float64)
-        network = f"{A.shape[0]} neurons (connectivity from the store)"
+    from_store = stored is not None and not network_given
+    if from_store:
+        A = stored.connectivity()  # a scipy csc_array for a sparse store: kept sparse
+        neurons = A.shape[0]
     else:
         neurons, density, cseed = (RUN_DEFAULTS[name] if getattr(args, name) is None else getattr(args, name)
                                    for name in ("neurons", "density", "connectivity_seed"))
-        A = create_connectivity(neurons, density, random_state=cseed)
-        network = f"{neurons} neurons (density {density:g}, connectivity seed {cseed})"
-    edges = int(np.count_nonzero(A))
-    network += f", {edges} connection{'s' if edges != 1 else ''}"
 
     stored_design = parameters.get("design", {})
     design_given = args.observe or any(getattr(args, name) is not None for name in ("every", "p", "clamp"))
@@ -238,14 +246,67 @@ def resolve(args, stored=None) -> dict:
     if args.chunk_steps is not None:
         chunk_steps = args.chunk_steps
     else:
-        chunk_steps = parameters.get("chunk_steps") or cli_chunk_steps(A.shape[0], n_steps)
+        chunk_steps = parameters.get("chunk_steps") or cli_chunk_steps(neurons, n_steps)
+    save_trajectory = bool(args.save_trajectory or parameters.get("save_trajectory"))
+    if from_store:
+        nnz = A.nnz if is_sparse(A) else int(np.count_nonzero(A))
+    else:
+        nnz = None if neurons <= TUTORIAL_MAX_NEURONS else int(density * neurons * neurons)
+    _check_memory(args, neurons, nnz, int(chunk_steps), n_steps, design, save_trajectory,
+                  processes=_local_processes(args, len(seeds)), drawn=not from_store)
+    if from_store:
+        network = f"{neurons} neurons (connectivity from the store)"
+    else:
+        if neurons > LARGE_NETWORK:
+            print(f"drawing a {neurons:,}-neuron network (sparse above {TUTORIAL_MAX_NEURONS} neurons) ...",
+                  flush=True)
+        A = create_connectivity(neurons, density, random_state=cseed)
+        network = f"{neurons} neurons (density {density:g}, connectivity seed {cseed})"
+    edges = int(A.nnz) if is_sparse(A) else int(np.count_nonzero(A))
+    network += f", {edges} connection{'s' if edges != 1 else ''}"
+
     target_se = args.target_se if args.target_se is not None else parameters.get("target_se")
     return {
         "A": A, "network": network, "design": design, "seeds": seeds, "n_steps": n_steps,
         "chunk_steps": int(chunk_steps), "rng": pick("rng"), "dtype": pick("dtype"),
-        "save_trajectory": bool(args.save_trajectory or parameters.get("save_trajectory")),
-        "target_se": target_se,
+        "save_trajectory": save_trajectory, "target_se": target_se,
     }
+
+
+def _local_processes(args, n_seeds) -> int:
+    """How many seeds run at once on this machine: one in this process, or one per LocalCluster worker."""
+    if n_seeds == 1 and args.scheduler is None:
+        return 1
+    if args.scheduler is not None:
+        return 0  # the seeds run on the cluster's machines; only this process's own share is checked
+    return args.workers or min(default_seeds(), n_seeds)
+
+
+def _check_memory(args, neurons, nnz, chunk_steps, n_steps, design, save_trajectory, processes, drawn) -> None:
+    """Refuse, in one line and before anything is drawn or allocated, a run this machine cannot hold."""
+    from ..engine.simulation import available_memory, format_bytes, memory_needed
+
+    parts = memory_needed(neurons, chunk_steps, design, save_trajectory, nnz, n_steps=n_steps,
+                          store=args.store is not None)
+    connectivity = parts.pop("connectivity")
+    # This process holds A (drawing it takes about twice its final size); each seed running at
+    # once holds the rest, and a LocalCluster worker its own copy of A too.
+    workers = processes if processes > 1 else 0
+    needed = (2 if drawn else 1) * connectivity + max(1, processes) * sum(parts.values()) + workers * connectivity
+    available = available_memory()
+    if available is None or needed <= available:
+        return
+    advice = []
+    if parts["chunk buffers"] + parts["trajectory buffers"] > needed / 4:
+        advice.append("a smaller --chunk-steps")
+    if not advice or parts["moments"] + connectivity > needed / 4:
+        advice.append("fewer --neurons")
+    if nnz is not None:
+        advice.append("a lower --density")
+    if processes > 1:
+        advice.append("fewer --workers")
+    raise UsageError(f"--neurons {neurons} with --chunk-steps {chunk_steps} needs about {format_bytes(needed)} of "
+                     f"memory but {format_bytes(available)} is available; use " + ", ".join(advice))
 
 
 def describe_design(design) -> str:
@@ -344,6 +405,10 @@ def _print_plan(args, spec, several, workers) -> None:
           + (f"; store {args.store}" + (" (resuming)" if args.resume else "") if args.store else "")
           + (f"; target mean SE {spec['target_se']:g}" if spec["target_se"] is not None else ""),
           flush=True)
+    n = spec["A"].shape[0]
+    if n > LARGE_NETWORK:
+        print(f"  each chunk of {spec['chunk_steps']:,} steps x {n:,} neurons takes a while; progress shows after "
+              "the first", flush=True)
 
 
 def command(args) -> int:
@@ -403,7 +468,10 @@ def command(args) -> int:
                       target_se=spec["target_se"]))
     if args.store is not None:
         print(f"store: {args.store}")
-    if not args.no_report:
+    if not args.no_report and spec["A"].shape[0] > REPORT_MAX_NEURONS:
+        print(f"no report: its n x n figures are not drawn above {REPORT_MAX_NEURONS:,} neurons (--no-report "
+              "skips this note)")
+    elif not args.no_report:
         out = args.report if args.report is not None else report_command.default_out_dir(args.store)
         if args.store is not None:
             report_command.write(args.store, out, option="--store")

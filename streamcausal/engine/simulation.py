@@ -6,24 +6,39 @@ estimates returned are ``[target, source]``. Arrays are time-major ``(T, n)``.
 
 from __future__ import annotations
 
+import os
+import resource
 from dataclasses import dataclass
 
+import numba
 import numpy as np
 
 from .._kernels import moments as moment_kernels
 from .._kernels import network as kernels
-from .._validation import check_callable, check_connectivity, check_int, check_seed
+from .._validation import check_callable, check_connectivity, check_int, check_seed, is_sparse
 from ..designs import Observation, Perturbation, check_design
 from ..moments import CrossMoments, block_size, chunk_moments
 from ..moments.reduce import BLAS_PAIRS
 from ..network import compressed_columns
 
 __all__ = [
-    "RNG_MODES", "Simulation", "Trajectory", "check_simulation_arguments", "default_chunk_steps", "simulate",
+    "MAX_STEPS", "RNG_MODES", "Simulation", "Trajectory", "available_memory", "check_memory",
+    "check_simulation_arguments", "default_chunk_steps", "format_bytes", "memory_needed", "simulate",
     "sparse_stimulation",
 ]
 
 RNG_MODES = ("default", "legacy")
+
+# The most steps a run may have: step counts stay exact in float64 (rates, JSON
+# readers) and far inside the kernels' int64 step indices and the checkpoint record.
+MAX_STEPS = 2**53
+
+# n x n float64 matrices a seed holds at its peak: the running co-moment, a chunk's, their
+# merge, and the standard error and correlation of a convergence point; up to
+# SCORE_IN_ONE_PASS entries its score also takes a dense A and copies of both (measured).
+MOMENT_MATRICES = 5
+MOMENT_MATRICES_SMALL = 9
+SCORE_IN_ONE_PASS = 2**22
 
 
 def default_chunk_steps(n_neurons: int) -> int:
@@ -68,19 +83,120 @@ def sparse_stimulation(design, n_neurons: int) -> bool:
     return isinstance(design, Perturbation) and design.p <= SPARSE_MAX_P and n_neurons > SPARSE_MIN_NEURONS
 
 
-def check_simulation_arguments(A, n_steps, design, seed, chunk_steps, rng, progress=None):
-    """The checked ``(A, n_steps, design, seed, chunk_steps, rng)`` of a simulation."""
+def check_simulation_arguments(A, n_steps, design, seed, chunk_steps, rng, progress=None, *,
+                               save_trajectory=False, store=False, processes=1):
+    """The checked ``(A, n_steps, design, seed, chunk_steps, rng)`` of a simulation.
+
+    Also refuses, before anything is allocated, a run whose memory
+    (:func:`memory_needed`, times ``processes`` seeds at once, with the trajectory
+    buffers when ``save_trajectory`` and A's dense copy for a ``store``) exceeds
+    :func:`available_memory`.
+    """
     A = check_connectivity(A)
-    n_steps = check_int(n_steps, "n_steps", minimum=2)
+    n_steps = check_int(n_steps, "n_steps", minimum=2, maximum=MAX_STEPS)
     design = check_design(design)
     seed = check_seed(seed)
     if chunk_steps is None:
         chunk_steps = default_chunk_steps(A.shape[0])
-    chunk_steps = check_int(chunk_steps, "chunk_steps", minimum=1)
+    chunk_steps = check_int(chunk_steps, "chunk_steps", minimum=1, maximum=MAX_STEPS)
     if not isinstance(rng, str) or rng not in RNG_MODES:
         raise ValueError(f"rng must be one of {RNG_MODES}, got {rng!r}")
     check_callable(progress, "progress")
+    n = A.shape[0]
+    nnz = A.nnz if is_sparse(A) else int(np.count_nonzero(A))
+    parts = memory_needed(n, chunk_steps, design, save_trajectory, nnz, n_steps=n_steps, store=store)
+    parts.pop("connectivity")  # A is already in memory
+    check_memory(processes * sum(parts.values()), f"n_neurons={n}, chunk_steps={chunk_steps}",
+                 "fewer neurons, a smaller chunk_steps, or a sparse connectivity "
+                 "(create_connectivity(..., sparse=True))")
     return A, n_steps, design, seed, chunk_steps, rng
+
+
+def memory_needed(n, chunk_steps, design, save_trajectory=False, nnz=None, *, n_steps=None, store=False) -> dict:
+    """Bytes one seed's run allocates, by part, for ``n`` neurons and chunks of ``chunk_steps`` steps.
+
+    ``nnz`` is the number of connections of a sparse ``A`` (None: a dense ``A``, all
+    ``n^2`` entries). Parts: ``connectivity`` (A itself: dense ``n^2`` float64, or a
+    CSC array), ``network tables`` (the compressed columns and drive tiles the kernels
+    step with), ``moments`` (``MOMENT_MATRICES`` n x n float64, more for small n), ``chunk buffers``
+    (inputs and outputs, ``min(chunk_steps, n_steps) x n`` float64 each, as
+    allocated, though a design that clamps every k-th step fills 1/k of them; and the 0/1
+    stimulation of sparse designs), ``trajectory buffers`` (with ``save_trajectory``: two
+    sets of activity/stimulation rows and the writer's cast and compressed copies),
+    ``store`` (the dense copy of A the store writes) and ``scratch`` (per-thread blocks).
+    """
+    rows = chunk_steps if n_steps is None else min(chunk_steps, n_steps)
+    entries = n * n if nnz is None else nnz
+    parts = {
+        "connectivity": 8 * n * n if nnz is None else 12 * nnz + 8 * (n + 1),
+        "network tables": 32 * entries + 16 * (n + 1),
+        "moments": (MOMENT_MATRICES if n * n > SCORE_IN_ONE_PASS else MOMENT_MATRICES_SMALL) * 8 * n * n,
+        "chunk buffers": 2 * 8 * rows * n + (rows * n if sparse_stimulation(design, n) else 0),
+        "trajectory buffers": (2 * (16 * rows * n + rows) + 10 * rows * n) if save_trajectory else 0,
+        "store": 8 * n * n if store else 0,
+        "scratch": max(1, numba.config.NUMBA_NUM_THREADS) * (5 * 8 + 4) * n * block_size(n),
+    }
+    return parts
+
+
+def available_memory() -> int | None:
+    """Bytes this process may still allocate: the least of free RAM, the cgroup's and RLIMIT_AS's headroom.
+
+    None when nothing can be read (the check is then skipped).
+    """
+    limits = []
+    meminfo = _read_numbers("/proc/meminfo")
+    if "MemAvailable" in meminfo:
+        limits.append(1024 * meminfo["MemAvailable"])
+    else:
+        try:
+            limits.append(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+        except (ValueError, OSError, AttributeError):
+            pass
+    cgroup_max, cgroup_now = _read_text("/sys/fs/cgroup/memory.max"), _read_text("/sys/fs/cgroup/memory.current")
+    if cgroup_max.isdigit() and cgroup_now.isdigit():
+        limits.append(int(cgroup_max) - int(cgroup_now))
+    soft, _ = resource.getrlimit(resource.RLIMIT_AS)
+    if soft != resource.RLIM_INFINITY:
+        limits.append(soft - 1024 * _read_numbers("/proc/self/status").get("VmSize", 0))
+    return max(0, min(limits)) if limits else None
+
+
+def _read_text(path) -> str:
+    try:
+        with open(path) as file:
+            return file.read().strip()
+    except OSError:
+        return ""
+
+
+def _read_numbers(path) -> dict:
+    """``Name: value kB`` lines (``/proc/meminfo``, ``/proc/self/status``) as {name: value}."""
+    numbers = {}
+    for line in _read_text(path).splitlines():
+        name, _, rest = line.partition(":")
+        words = rest.split()
+        if words and words[0].isdigit():
+            numbers[name] = int(words[0])
+    return numbers
+
+
+def format_bytes(count) -> str:
+    """``count`` bytes as a short human reading (``1.5 GiB``)."""
+    value = float(count)
+    for unit in ("bytes", "KiB", "MiB", "GiB", "TiB", "PiB"):
+        if value < 1024 or unit == "PiB":
+            return f"{value:.0f} {unit}" if unit == "bytes" else f"{value:.1f} {unit}"
+        value /= 1024
+    raise AssertionError("unreachable")
+
+
+def check_memory(needed, what, advice) -> None:
+    """Refuse with a ValueError when ``needed`` bytes exceed :func:`available_memory`."""
+    available = available_memory()
+    if available is not None and needed > available:
+        raise ValueError(f"{what} needs about {format_bytes(needed)} of memory but {format_bytes(available)} "
+                         f"is available; use {advice}")
 
 
 @dataclass
