@@ -31,9 +31,9 @@ from concurrent.futures import Future
 
 import numpy as np
 
-from ._validation import check_int
+from ._validation import check_int, is_sparse
 from .engine import run_seed
-from .engine.simulation import Simulation
+from .engine.simulation import Simulation, check_memory, memory_needed
 from .io.store import RunStore
 from .result import convergence_point
 
@@ -177,6 +177,18 @@ def _publisher(topic, seed, A):
     return publish
 
 
+def _check_local_memory(plan, seeds, stored) -> None:
+    """Refuse, before the cluster starts, seeds whose workers together would exceed this machine's memory."""
+    n = plan.A.shape[0]
+    nnz = plan.A.nnz if is_sparse(plan.A) else int(np.count_nonzero(plan.A))
+    workers = min(seeds.workers or os.cpu_count() or 1, len(seeds.seeds))
+    parts = memory_needed(n, plan.chunk_steps, plan.design, plan.save_trajectory, nnz, n_steps=plan.n_steps,
+                          store=stored)
+    # Every worker holds a copy of A besides its seed's buffers and moments.
+    check_memory(workers * sum(parts.values()), f"{workers} workers with n_neurons={n}, chunk_steps={plan.chunk_steps}",
+                 "fewer workers (Seeds(..., workers=...)), fewer neurons or a smaller chunk_steps")
+
+
 def run_seeds(plan, seeds, store, on_progress=None):
     """Run every seed of ``seeds`` (a :class:`~streamcausal.api.Seeds`) as a Dask task.
 
@@ -187,6 +199,8 @@ def run_seeds(plan, seeds, store, on_progress=None):
     When the workers share this machine's Numba cache, the kernels are compiled here
     first (:func:`compile_kernels`; on a thread while a LocalCluster starts), once.
     """
+    if seeds.client is None:  # a LocalCluster here: its workers run seeds side by side on this machine
+        _check_local_memory(plan, seeds, store is not None)
     compiled = _in_background(compile_kernels, plan) if _workers_share_cache(seeds.client) else None
     client, owned = open_client(seeds.client, seeds.workers)
     topic = f"streamcausal-progress-{uuid.uuid4().hex}" if on_progress is not None else None
