@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ._validation import check_connectivity
+from ._validation import check_connectivity, is_sparse
 from .result import Result, convergence_point
 
 __all__ = ["ReportData", "ReportNote", "TRIAL_FIGURES", "report", "report_data", "report_trials", "strongest_edges",
@@ -171,9 +171,11 @@ def _from_store(source, A, estimates) -> ReportData:
     parameters = reader.parameters
     given = A is not None
     if not given:
-        A = reader.connectivity()
+        A = reader.connectivity()  # checked against its checksums: StoreCorruptError when damaged
         if A is not None and (A.ndim != 2 or A.shape[0] != A.shape[1]):
             A = None  # not a connectivity matrix; nothing to compare with
+        elif is_sparse(A):
+            A = check_connectivity(A, dense=True)  # the figures and scores take a dense A
     seeds = reader.seeds
     checkpoints = {seed: c for seed in seeds if (c := reader.checkpoint(seed)) is not None}
     convergence = {}

@@ -10,7 +10,9 @@ User errors (bad options, the CLI's own checks, and the ``ValueError``/``TypeErr
 the library's checks raise on purpose, StoreError included) become one line
 ``streamcausal: error: ...`` on stderr and exit status 2. Any other ``ValueError`` or
 ``TypeError`` (raised inside NumPy, Zarr or the interpreter: a bug) keeps its traceback
-(see :func:`streamcausal._errors.raised_on_purpose`). Ctrl-C stops a command with
+(see :func:`streamcausal._errors.raised_on_purpose`). Damaged data in a store (a missing
+or undecodable chunk, a failed checksum: :class:`~streamcausal.io.store.StoreCorruptError`)
+is a data error: one line naming the array and chunk, exit status 1. Ctrl-C stops a command with
 one line saying what was kept (and how to resume a run) and exit status 130. Progress
 goes to stderr; results go to stdout.
 """
@@ -75,6 +77,12 @@ def _fail(message, status: int, prefix: str = f"{PROG}: error: ") -> int:
     return status
 
 
+def _is_data_error(error) -> bool:
+    """A store's damaged data (StoreCorruptError), not a bad input; zarr is imported only if already loaded."""
+    store_module = sys.modules.get("streamcausal.io.store")
+    return store_module is not None and isinstance(error, store_module.StoreCorruptError)
+
+
 def main(argv=None) -> int:
     """Run the command line with ``argv`` (default ``sys.argv[1:]``); return the exit status."""
     parser = build_parser()
@@ -94,6 +102,8 @@ def main(argv=None) -> int:
     except UsageError as error:
         return _fail(error, EXIT_USAGE)
     except (ValueError, TypeError) as error:
+        if _is_data_error(error):
+            return _fail(error, EXIT_FAILURE)
         if not raised_on_purpose(error):
             raise  # a bug, not a bad input: its traceback must show
         return _fail(error, EXIT_USAGE)

@@ -259,8 +259,10 @@ def command(args) -> int:
 
 
 def _zarr_command(args) -> int:
+    from .._errors import raised_on_purpose
+    from .._validation import check_connectivity
     from ..io.recording import estimate_store
-    from ..io.store import StoreError, StoreReader, check_new_store, is_run_store, write_estimates
+    from ..io.store import StoreError, StoreReader, check_new_store, is_run_store, is_sparse, write_estimates
 
     where = str(args.path)
     try:
@@ -268,6 +270,8 @@ def _zarr_command(args) -> int:
     except StoreError as error:
         raise UsageError(f"PATH: {error}") from None
     activity, stimulation, steps, seed = _array_names(reader, args)
+    if seed is not None:
+        reader.check_trajectory(seed)  # a lost chunk would read as NaN activity or unclamped steps
     if args.output is not None:
         if args.overwrite and is_run_store(args.output):
             raise UsageError(f"--output {str(args.output)!r} holds a run (written by `{PROG} run`); "
@@ -289,12 +293,19 @@ def _zarr_command(args) -> int:
         )
     except KeyboardInterrupt:
         raise Interrupted("interrupted; nothing was written") from None
+    except Exception as error:
+        # A chunk that cannot be decoded (Blosc/Zstd raise RuntimeError) is one line naming it.
+        damage = None if raised_on_purpose(error) else reader.find_damage([activity, stimulation, steps])
+        if damage is None:
+            raise
+        raise damage from None
     finally:
         display.close()
 
-    A = reader.connectivity()
-    if A is not None and A.shape != result.effect.shape:
-        A = None
+    stored_A = reader.connectivity()  # checked against its checksums: StoreCorruptError when damaged
+    if stored_A is not None and stored_A.shape != result.effect.shape:
+        stored_A = None
+    A = check_connectivity(stored_A, dense=True) if is_sparse(stored_A) else stored_A  # scored as its dense equal
     _print_summary(result, A, reader, seed, args.lag)
 
     attrs = {
@@ -305,7 +316,7 @@ def _zarr_command(args) -> int:
         "samples": result.n_samples,
     }
     if args.output is not None:
-        write_estimates(args.output, result.moments, attrs=attrs, connectivity=A, new=True)
+        write_estimates(args.output, result.moments, attrs=attrs, connectivity=stored_A, new=True)
         target = str(args.output)
     else:
         parent = activity.rsplit("/", 1)[0] if "/" in activity else ""

@@ -602,12 +602,21 @@ class SeedStore:
         return best
 
     def _slot_arrays(self, slot, arrays):
-        """Handles to the slot's arrays, created once with the right shapes and types."""
-        group = self.group.require_group(slot)
+        """Handles to the slot's arrays, created once with the right shapes and types.
+
+        A torn slot (its metadata unreadable) is created afresh: it holds nothing to keep.
+        """
+        try:
+            group = self.group.require_group(slot)
+        except Exception:  # noqa: BLE001 - an unreadable zarr.json of the slot
+            group = self.group.create_group(slot, overwrite=True)
         handles = {}
         for name in _CHECKPOINT_ARRAYS:
             value = np.asarray(arrays[name])
-            existing = group.get(name)
+            try:
+                existing = group.get(name)
+            except Exception:  # noqa: BLE001 - an unreadable zarr.json of the array: written anew
+                existing = None
             if existing is None or existing.shape != value.shape or existing.dtype != value.dtype:
                 existing = group.create_array(name, shape=value.shape, dtype=value.dtype, overwrite=True)
             handles[name] = existing
@@ -858,8 +867,8 @@ class StoreReader:
     @classmethod
     def open(cls, store) -> StoreReader:
         """Open the existing group at ``store`` (a path, URL, zarr store or group) read-only."""
-        if isinstance(store, zarr.Group):
-            return cls(store, describe_store(store))
+        if isinstance(store, zarr.Group):  # opened again: its attributes may have changed since
+            return cls(_open_group(store, "r"), describe_store(store))
         where = os.fspath(store) if isinstance(store, (str, os.PathLike)) else describe_store(store)
         directory = local_path(store)
         if directory is not None and not directory.exists():
