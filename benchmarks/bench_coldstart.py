@@ -21,7 +21,13 @@ compile that records the compile time of each kernel (Numba's ``numba:compile``
 events: inclusive of the kernels it calls, and its own). ``--pythonpath DIR`` measures
 a copy of the package placed in DIR instead of the installed one.
 
-    python benchmarks/bench_coldstart.py --kernels --json benchmarks/results/coldstart.json
+``--baseline DIR`` adds a side-by-side comparison of the package against another copy
+of it (in DIR, e.g. ``git archive`` of an older commit), interleaved repeat by repeat so
+both see the same machine load: per design (the default run; sparse stimulation at
+n = 140, p = 0.05; observation), the CPU seconds of the cold compile
+on an empty cache, and the warm speed of ``run()`` (CPU and wall seconds, cache filled).
+
+    python benchmarks/bench_coldstart.py --kernels --baseline /tmp/before --json benchmarks/results/coldstart.json
 """
 
 from __future__ import annotations
@@ -97,6 +103,63 @@ if __name__ == "__main__":
     print(seconds, compiled(), on_workers)
 """
 
+# One design's kernels compiled by compile_kernels (CPU seconds, this process), then the warm speed of
+# run() on them: argv = steps, neurons, design, rng, repeats of the run.
+_DESIGN = """
+import sys, time
+import streamcausal as sc
+from streamcausal.distributed import compile_kernels
+from streamcausal.engine import Plan
+steps, n, design, rng, repeats = int(float(sys.argv[1])), int(sys.argv[2]), sys.argv[3], sys.argv[4], int(sys.argv[5])
+design = {"default": sc.Perturbation(), "sparse": sc.Perturbation(p=0.05), "observation": sc.Observation()}[design]
+A = sc.create_connectivity(n, random_state=4)
+cpu = time.process_time()
+compile_kernels(Plan(A, steps, design, 4096, rng))
+compile_cpu = time.process_time() - cpu
+runs = []
+for _ in range(repeats):
+    wall, cpu = time.perf_counter(), time.process_time()
+    sc.run(A, steps, design=design, seed=1, rng=rng)
+    runs.append((time.process_time() - cpu, time.perf_counter() - wall))
+print(compile_cpu, *(min(runs) if runs else (float("nan"), float("nan"))))
+"""
+
+# (name, neurons, design, rng, steps of the warm run) of the --baseline comparison
+_DESIGNS = [("default run (n=6)", 6, "default", "default", 200_000),
+            ("sparse stimulation (n=140, p=0.05)", 140, "sparse", "default", 50_000),
+            ("observation (n=6)", 6, "observation", "default", 200_000)]
+
+
+def _compare(baseline, pythonpath, repeats, designs):
+    """Cold compile CPU and warm run() speed of each of ``designs``, the baseline copy and this one interleaved."""
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="coldstart-compare-") as root:
+        for name, n, design, rng, steps in _DESIGNS:
+            if design not in designs:
+                continue
+            samples = {"before": [], "after": []}
+            for repeat in range(repeats):
+                for side, path in (("before", baseline), ("after", pythonpath)):
+                    cache = os.path.join(root, f"{design}-{rng}-{side}-{repeat}")
+                    os.makedirs(cache)
+                    # cold: compiles, fills the cache
+                    compile_cpu = float(_python(_DESIGN, cache, path, steps, n, design, rng, 0).split()[0])
+                    warm = _python(_DESIGN, cache, path, steps, n, design, rng, 3).split()
+                    samples[side].append({"compile_cpu": compile_cpu, "run_cpu": float(warm[1]), "run_wall": float(warm[2])})
+            row = {"design": name, "steps": steps, "samples": samples}
+            for key in ("compile_cpu", "run_cpu", "run_wall"):
+                before = statistics.median(sample[key] for sample in samples["before"])
+                after = statistics.median(sample[key] for sample in samples["after"])
+                row[key] = {"before": before, "after": after, "ratio": after / before}
+            rows.append(row)
+            print(f"{name:36s} compile CPU {row['compile_cpu']['before']:6.2f} -> {row['compile_cpu']['after']:6.2f} s "
+                  f"({row['compile_cpu']['ratio']:.2f}x); warm run CPU {row['run_cpu']['before']:.3f} -> "
+                  f"{row['run_cpu']['after']:.3f} s ({row['run_cpu']['ratio']:.2f}x), wall "
+                  f"{row['run_wall']['before']:.3f} -> {row['run_wall']['after']:.3f} s ({row['run_wall']['ratio']:.2f}x)",
+                  flush=True)
+    return rows
+
+
 _KERNELS = """
 import json, sys, time
 from numba.core import event
@@ -156,10 +219,16 @@ def main():
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--kernels", action="store_true", help="also record each kernel's compile time")
     parser.add_argument("--pythonpath", default=None, help="measure the package copy in this directory")
+    parser.add_argument("--baseline", default=None, help="also compare with the package copy in this directory")
+    parser.add_argument("--designs", default="default,sparse,observation", help="designs of --baseline")
     parser.add_argument("--json", default=None)
     args = parser.parse_args()
     steps = int(args.steps)
     load_before = os.getloadavg()
+    comparison = None
+    if args.baseline:
+        print(f"median of {args.repeats}, before = {args.baseline}, after = {args.pythonpath or 'installed'}")
+        comparison = _compare(args.baseline, args.pythonpath, args.repeats, args.designs.split(","))
     repeats = []
     with tempfile.TemporaryDirectory(prefix="coldstart-") as root:
         for repeat in range(args.repeats):
@@ -235,7 +304,7 @@ def main():
                 "median": {name: {"empty_cache": cold, "warm_cache": warm} for name, cold, warm, _ in table},
                 "seeds_on_a_local_cluster_empty_cache": compiled_in,
                 "target": {"seconds": TARGET_SECONDS, "measured": command_cold, "met": met},
-                "kernels": kernels,
+                "kernels": kernels, "baseline": args.baseline, "comparison": comparison,
             }, file, indent=2)
 
 

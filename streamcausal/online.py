@@ -450,10 +450,9 @@ def _fold_pairs(input_pieces, output_pieces, selected, lag, n_in, n, *, skip_non
 
 
 def _one_blas_thread():
-    from .moments.reduce import _setup
+    from .moments.reduce import one_blas_thread
 
-    controller, _ = _setup()
-    return controller.limit(limits=1, user_api="blas")
+    return one_blas_thread()
 
 
 def _check_inputs(values, times, *, skip_nonfinite, check_binary, input_name, locate) -> None:

@@ -288,25 +288,38 @@ def _chan_merge(count_a, moments, count_b, moments_b):
     mean_u_b, mean_v_b, m2_u_b, m2_v_b, comoment_b = moments_b
     if count_b == 0:
         return count_a
+    # Explicit loops, not array expressions: the same operations in the same order, without
+    # the shape checks (and their error messages) that array expressions make Numba compile.
+    nu = mean_u.shape[0]
+    nv = mean_v.shape[0]
     if count_a == 0:
-        mean_u[:] = mean_u_b
-        mean_v[:] = mean_v_b
-        m2_u[:] = m2_u_b
-        m2_v[:] = m2_v_b
-        comoment[:, :] = comoment_b
+        for i in range(nu):
+            mean_u[i] = mean_u_b[i]
+            m2_u[i] = m2_u_b[i]
+        for j in range(nv):
+            mean_v[j] = mean_v_b[j]
+            m2_v[j] = m2_v_b[j]
+            for i in range(nu):
+                comoment[j, i] = comoment_b[j, i]
         return count_b
     count = count_a + count_b
     weight = np.float64(count_a) * np.float64(count_b) / np.float64(count)
     fraction_b = np.float64(count_b) / np.float64(count)
-    delta_u = mean_u_b - mean_u
-    delta_v = mean_v_b - mean_v
-    for j in range(comoment.shape[0]):
-        for i in range(comoment.shape[1]):
+    delta_u = np.empty(nu)
+    delta_v = np.empty(nv)
+    for i in range(nu):
+        delta_u[i] = mean_u_b[i] - mean_u[i]
+    for j in range(nv):
+        delta_v[j] = mean_v_b[j] - mean_v[j]
+    for j in range(nv):
+        for i in range(nu):
             comoment[j, i] += comoment_b[j, i] + delta_v[j] * delta_u[i] * weight
-    m2_u += m2_u_b + delta_u * delta_u * weight
-    m2_v += m2_v_b + delta_v * delta_v * weight
-    mean_u += delta_u * fraction_b
-    mean_v += delta_v * fraction_b
+    for i in range(nu):
+        m2_u[i] += m2_u_b[i] + delta_u[i] * delta_u[i] * weight
+        mean_u[i] += delta_u[i] * fraction_b
+    for j in range(nv):
+        m2_v[j] += m2_v_b[j] + delta_v[j] * delta_v[j] * weight
+        mean_v[j] += delta_v[j] * fraction_b
     return count
 
 

@@ -35,7 +35,7 @@ from numba import prange, types
 from numba.extending import intrinsic
 
 from .._jit import contract_kernel, inline_kernel, kernel, parallel_kernel
-from .moments import _block_moment_arrays_jit, _block_moments, _block_part, _merge_blocks, _pattern_scratch
+from .moments import _block_moment_arrays_jit, _block_part, _merge_blocks, _pattern_moments, _pattern_scratch
 from .rng import _block_draws, _block_keys, _fill_coins, _fill_normals, _mt_fill_coins, _mt_gauss, _sample_draws
 
 # The clamp_mode of a design: Observation, Perturbation(clamp="all"), Perturbation(clamp="stimulated").
@@ -294,7 +294,8 @@ def _clamp_all_samples(tiles, p, coin_words, key_samples, n_samples, block_size,
     floats, words = scratch[0], scratch[1]
     inputs, outputs = samples
     n_blocks = (n_samples + block_size - 1) // block_size
-    for block in prange(n_blocks):
+    for parallel_block in prange(n_blocks):
+        block = np.int64(parallel_block)  # prange types its index uint64: one signature of the callees, not two
         lo = block * block_size
         count = min(block_size, n_samples - lo)
         thread = numba.get_thread_id()
@@ -307,16 +308,18 @@ def _clamp_all_samples(tiles, p, coin_words, key_samples, n_samples, block_size,
 def _clamp_all_moments(tiles, p, coin_words, key_samples, n_samples, block_size, scratch, moments):
     """The chunk's clamp-all samples folded straight into ``moments``; returns the count.
 
-    Each block's moments come from :func:`_block_moments` on the block's samples
-    (time-major), and blocks are merged in block order, exactly as
-    :func:`_blocked_moments` does on the same samples. ``scratch``:
+    Each block's moments come from :func:`.moments._pattern_moments` on the block's
+    samples (time-major; they are 0/1, so it is the branch :func:`.moments._block_moments`
+    takes), and blocks are merged in block order, exactly as
+    :func:`.moments._blocked_moments` does on the same samples. ``scratch``:
     :func:`_block_scratch` with ``moments=True``.
     """
     floats, words, tables, patterns = scratch
     n = moments[0].shape[0]
     n_blocks = (n_samples + block_size - 1) // block_size
     blocks = _block_moment_arrays_jit(n_blocks, n, n)
-    for block in prange(n_blocks):
+    for parallel_block in prange(n_blocks):
+        block = np.int64(parallel_block)  # prange types its index uint64: one signature of the callees, not two
         lo = block * block_size
         count = min(block_size, n_samples - lo)
         thread = numba.get_thread_id()
@@ -327,7 +330,8 @@ def _clamp_all_moments(tiles, p, coin_words, key_samples, n_samples, block_size,
         Vs = slot[4].reshape((block_size, n))
         _transpose_into(U, count, Us, 0)
         _transpose_into(V, count, Vs, 0)
-        _block_moments(Us, Vs, 0, count, _block_part(blocks, block), tables[thread], patterns[thread])
+        # The inputs are coins, all 0/1: the branch _block_moments would take, without compiling the other.
+        _pattern_moments(Us, Vs, 0, count, _block_part(blocks, block), tables[thread], patterns[thread])
     return _merge_blocks(n_samples, block_size, blocks, moments)
 
 
@@ -380,7 +384,8 @@ def _clamp_all_stimulated_samples(network, p, coin_words, key_samples, n_samples
     stimulated, outputs = samples
     n = outputs.shape[1]
     n_blocks = (n_samples + block_size - 1) // block_size
-    for block in prange(n_blocks):
+    for parallel_block in prange(n_blocks):
+        block = np.int64(parallel_block)  # prange types its index uint64: one signature of the callees, not two
         lo = block * block_size
         count = min(block_size, n_samples - lo)
         thread = numba.get_thread_id()
@@ -452,9 +457,11 @@ def _sequential_chunk(start, stop, n_steps, design, network, state, streams, leg
                 if write_trajectory:
                     stimulation[row, i] = coins[i]
         elif active and clamp_mode == CLAMP_NONE:
-            inputs[m, :] = state
+            for i in range(n):  # loops, not slices: no shape-check code to compile
+                inputs[m, i] = state[i]
         if write_trajectory:
-            activity[row, :] = state
+            for i in range(n):
+                activity[row, i] = state[i]
         if not active:
             continue
         overwritten = clamp_mode == CLAMP_ALL and (t + 1) % every == 0 and t + 2 < n_steps
@@ -471,6 +478,7 @@ def _sequential_chunk(start, stop, n_steps, design, network, state, streams, leg
         for j in range(n):
             state[j] = _sigmoid(pre[j] + noise[j])
         if is_clamp or clamp_mode == CLAMP_NONE:
-            outputs[m, :] = state
+            for j in range(n):
+                outputs[m, j] = state[j]
             m += 1
     return m

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 
 import numpy as np
 
@@ -17,7 +18,7 @@ from .._kernels import moments as kernels
 from .._validation import check_int
 from .cross import CrossMoments
 
-__all__ = ["BLAS_PAIRS", "block_size", "chunk_moments", "product_tn"]
+__all__ = ["BLAS_PAIRS", "block_size", "chunk_moments", "one_blas_thread", "product_tn", "stimulated_moments"]
 
 # Above this many input x output pairs a chunk's co-moment is one BLAS product; so it
 # is above a quarter of it when the inputs are not all 0/1 (see chunk_moments).
@@ -70,6 +71,53 @@ def chunk_moments(inputs, outputs, block_size, *, overwrite=False) -> CrossMomen
     moments = (mean_in, mean_out, m2_in, m2_out, np.empty((n_out, n_in)))
     kernels._blocked_moments(inputs, outputs, count, block_size, moments)
     return CrossMoments.from_parts(count, *moments)
+
+
+def stimulated_moments(stimulated, outputs, count) -> CrossMoments:
+    """Moments of the first ``count`` samples of 0/1 inputs that are mostly 0, by stimulated input.
+
+    ``stimulated`` (n_in, >= count) uint8, C-contiguous: input i's values along the
+    samples, one row per input; ``outputs`` (>= count, n_out) float64, C-contiguous,
+    time-major, left unchanged. The two-pass moments in another order
+    (``_kernels.moments._stimulated_moments``), at O(ones x n_out) for the co-moment;
+    the bits never depend on the thread count.
+    """
+    count = check_int(count, "count", minimum=0)
+    if not (isinstance(stimulated, np.ndarray) and stimulated.dtype == np.uint8 and stimulated.ndim == 2
+            and stimulated.flags.c_contiguous):
+        raise TypeError(f"stimulated must be a C-contiguous 2-D uint8 array, got {_describe(stimulated)}")
+    if not (isinstance(outputs, np.ndarray) and outputs.dtype == np.float64 and outputs.ndim == 2
+            and outputs.flags.c_contiguous):
+        raise TypeError(f"outputs must be a C-contiguous 2-D float64 array, got {_describe(outputs)}")
+    if count > stimulated.shape[1] or count > outputs.shape[0]:
+        raise ValueError(f"count must be at most the samples held, stimulated.shape[1] = {stimulated.shape[1]} "
+                         f"and outputs.shape[0] = {outputs.shape[0]}, got {count}")
+    n_in, n_out = stimulated.shape[0], outputs.shape[1]
+    if count == 0:
+        return CrossMoments(n_in, n_out)
+    moments = (np.empty(n_in), np.empty(n_out), np.empty(n_in), np.empty(n_out), np.empty((n_out, n_in)))
+    kernels._stimulated_moments(stimulated, outputs, count, moments)
+    # Valid by construction from two samples on: skip from_parts' checks.
+    return CrossMoments.from_parts(count, *moments, validate=count < 2)
+
+
+def _describe(value):
+    if isinstance(value, np.ndarray):
+        layout = "C-contiguous" if value.flags.c_contiguous else "not C-contiguous"
+        return f"a {value.ndim}-D {value.dtype} array, {layout}"
+    return repr(value)
+
+
+@contextmanager
+def one_blas_thread():
+    """Within the block, the BLAS (OpenBLAS, MKL, BLIS) runs on one thread, process-wide.
+
+    For small products on few cores, where a pool of BLAS threads costs more than it
+    gives. ``threadpoolctl``'s controller is made once per process.
+    """
+    controller, _ = _setup()
+    with controller.limit(limits=1, user_api="blas"):
+        yield
 
 
 def _setup():
