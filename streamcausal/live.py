@@ -285,10 +285,27 @@ class _Source:
             raise ValueError(f"array {name!r} of {self.where} has {length} rows but {rows} are counted complete: "
                              "its writer does not keep the appending convention")
 
-    @property
-    def chunk_rows(self) -> int:
-        chunks = getattr(self.arrays["activity"], "shards", None) or self.arrays["activity"].chunks
-        return max(1, int(chunks[0]))
+    def _array_sources(self):
+        """The arrays as :func:`~streamcausal.estimate` sees them (their kind and chunk length along time)."""
+        from .io.recording import _Source as ArraySource
+
+        return [ArraySource(array, argument) for argument, array in self.arrays.items()]
+
+    def window_rows(self) -> int:
+        """Rows per read when catching up: the window :func:`~streamcausal.estimate` would read from these arrays.
+
+        About ``run()``'s chunk of values, a multiple of every array's own chunk (shard)
+        length along time when that fits, so each stored chunk is decoded once.
+        """
+        from .io.recording import _default_chunk_steps
+
+        return _default_chunk_steps(self._array_sources(), max(self.n_neurons, self.n_inputs))
+
+    def read_ahead(self) -> bool:
+        """Whether a catch-up of several windows reads the next one in a thread, as :func:`~streamcausal.estimate` decides."""
+        from .io.recording import _read_ahead_by_default
+
+        return _read_ahead_by_default(self._array_sources())
 
     def read(self, start, stop):
         arrays = self.arrays
@@ -655,16 +672,16 @@ class Follower:
 
     # ------------------------------------------------------------------ folding rows
 
-    def _window_rows(self) -> int:
-        """Rows per read: about run()'s chunk of values, a multiple of the recording's own chunk length."""
-        from .engine import default_chunk_steps
-
-        target = default_chunk_steps(max(self.source.n_neurons, self.source.n_inputs))
-        align = self.source.chunk_rows
-        return max(1, round(target / align)) * align if align <= target else align
+    def _windows(self, start, stop) -> list:
+        """The reads ``[(a, b)]`` that cover rows ``[start, stop)``: whole windows aligned to multiples of the window."""
+        window = self.source.window_rows()
+        edges = [start, *range((start // window + 1) * window, stop, window), stop]
+        return list(zip(edges[:-1], edges[1:]))
 
     def poll(self, stop=None) -> int:
         """Fold every complete row not folded yet; return how many. ``stop`` (an Event) ends a long catch-up early."""
+        from .io.recording import _ReadAhead
+
         rows, finished = self.source.poll()
         if rows < self.rows_consumed:
             raise ValueError(f"recording {self.where} now counts {rows} complete rows, fewer than the "
@@ -672,19 +689,21 @@ class Follower:
         self.rows_complete = rows
         before = self.rows_consumed
         if rows > before:
-            window = self._window_rows()
-            while self.rows_consumed < rows:
-                start = self.rows_consumed
-                stop_row = min(rows, (start // window + 1) * window)
-                activity, stimulation, steps = self.source.read(start, stop_row)
-                self.estimator.update(activity, stimulation, steps)
-                if self.rows_consumed != stop_row:
-                    raise RuntimeError(f"the online estimator counts {self.rows_consumed} rows after rows "
-                                       f"{start}:{stop_row}")
-                if stop is not None and stop.is_set():
-                    break
-                if time.monotonic() - self._last_publish >= _PUBLISH_SECONDS and self.rows_consumed < rows:
-                    self._publish()
+            windows = self._windows(before, rows)
+            # While one window is folded the next is read in a thread (as estimate() does); a
+            # window read ahead and not folded (stop was set) is dropped, never counted.
+            with _ReadAhead(lambda bounds: self.source.read(*bounds), windows,
+                            threaded=self.source.read_ahead()) as reads:
+                for (start, stop_row), (activity, stimulation, steps) in zip(windows, reads):
+                    self.estimator.update(activity, stimulation, steps)
+                    del activity, stimulation, steps  # hold only the window being read while waiting for it
+                    if self.rows_consumed != stop_row:
+                        raise RuntimeError(f"the online estimator counts {self.rows_consumed} rows after rows "
+                                           f"{start}:{stop_row}")
+                    if stop is not None and stop.is_set():
+                        break
+                    if time.monotonic() - self._last_publish >= _PUBLISH_SECONDS and self.rows_consumed < rows:
+                        self._publish()
         self.finished = finished and self.rows_consumed == rows
         if self.finished and self.stop_reason is None:
             self.stop_reason = "finished"

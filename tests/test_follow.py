@@ -204,6 +204,129 @@ def test_follow_pieces_that_split_chunks_and_lag(trajectory, tmp_path):
     assert_same_estimate(follower.state.effect, follower.state.stderr, expected)
 
 
+# ----------------------------------------------------------------------------- catching up: windows read ahead
+
+WINDOW = 2_800  # 4 chunks of 700: the catch-up tests make estimate()'s window this small to get several
+
+
+@pytest.fixture
+def finished_recording(trajectory, tmp_path, monkeypatch):
+    """All 20,000 rows in chunks of 700, finished, with garbage rows past rows_complete; windows of WINDOW rows."""
+    import streamcausal.io.recording as recording_module
+
+    monkeypatch.setattr(recording_module, "default_chunk_steps", lambda width: 3_000)  # rounded to 4 chunks
+    store = tmp_path / "rec.zarr"
+    recording = GrowingRecording.create(store, 6, chunk_rows=700)
+    recording.append(trajectory["activity"], trajectory["stimulation"], trajectory["clamped"])
+    for name in ("activity", "stimulation", "clamped"):  # as a writer killed mid-append leaves them
+        recording.group[name].resize((20_777, *recording.group[name].shape[1:]))
+    recording.group["activity"][20_000:] = 1e6
+    recording.finish()
+    return store
+
+
+def spy_on_reads(follower, fail_at=None):
+    """Record every read (start, stop, thread name) of the follower's source; raise OSError at read number fail_at."""
+    reads, read = [], follower.source.read
+
+    def spied(start, stop):
+        reads.append((start, stop, threading.current_thread().name))
+        if fail_at is not None and len(reads) == fail_at:
+            raise OSError(f"disk gone at rows {start}:{stop}")
+        return read(start, stop)
+
+    follower.source.read = spied
+    return reads
+
+
+def reader_threads():
+    return [thread for thread in threading.enumerate() if thread.name.startswith("streamcausal-read")]
+
+
+@pytest.mark.parametrize("threaded", [True, False], ids=["read-ahead", "sequential"])
+def test_follow_catch_up_reads_aligned_windows_once(trajectory, finished_recording, monkeypatch, threaded):
+    """A catch-up reads windows aligned to the recording's chunks, each row once, none past rows_complete."""
+    import numba
+
+    import streamcausal.io.recording as recording_module
+
+    monkeypatch.setattr(recording_module, "_READ_AHEAD", threaded)
+    threads = numba.get_num_threads()
+    follower = Follower(finished_recording)
+    reads = spy_on_reads(follower)
+    assert follower.follow(interval=0.01) == "finished"
+    bounds = [(start, stop) for start, stop, _ in reads]
+    assert bounds == [(a, min(a + WINDOW, 20_000)) for a in range(0, 20_000, WINDOW)]
+    on_reader = {name.startswith("streamcausal-read") for _, _, name in reads}
+    assert on_reader == {threaded}
+    assert not reader_threads() and numba.get_num_threads() == threads
+    expected = reference(trajectory)
+    assert follower.rows_consumed == 20_000 and follower.state.samples == expected.n_samples
+    assert_same_estimate(follower.state.effect, follower.state.stderr, expected)
+
+
+def test_follow_read_ahead_is_bit_identical_to_sequential(finished_recording, monkeypatch):
+    import streamcausal.io.recording as recording_module
+
+    states = []
+    for threaded in (True, False):
+        monkeypatch.setattr(recording_module, "_READ_AHEAD", threaded)
+        follower = Follower(finished_recording)
+        follower.poll()
+        states.append(follower.state)
+    np.testing.assert_array_equal(states[0].effect, states[1].effect)
+    np.testing.assert_array_equal(states[0].stderr, states[1].stderr)
+
+
+def test_follow_stopped_mid_catch_up_resumes_without_a_row_twice(trajectory, finished_recording, monkeypatch,
+                                                                  tmp_path):
+    """Stop set while window 3 is folded (window 4 already read ahead): 3 windows counted, the rest after resume."""
+    import streamcausal.io.recording as recording_module
+
+    monkeypatch.setattr(recording_module, "_READ_AHEAD", True)
+    out = tmp_path / "live.zarr"
+    follower = Follower(finished_recording, out)
+    reads = spy_on_reads(follower)
+    stop = threading.Event()
+    update = follower.estimator.update
+
+    def update_then_stop(*pieces):
+        update(*pieces)
+        if follower.rows_consumed == 3 * WINDOW:
+            stop.set()
+
+    follower.estimator.update = update_then_stop
+    assert follower.follow(interval=0.01, stop=stop) == "stopped"
+    # Window 4 was read ahead, or its read was cancelled before it began: either way it is not counted.
+    assert follower.rows_consumed == 3 * WINDOW and len(reads) in (3, 4) and not reader_threads()
+    assert read_follow_output(out)["attrs"]["rows_consumed"] == 3 * WINDOW
+    resumed = Follower(finished_recording, out, mode="r+")
+    assert resumed.rows_consumed == 3 * WINDOW
+    reads = spy_on_reads(resumed)
+    assert resumed.follow(interval=0.01) == "finished"
+    assert reads[0][:2] == (3 * WINDOW, 4 * WINDOW) and reads[-1][1] == 20_000
+    expected = reference(trajectory)
+    assert resumed.state.samples == expected.n_samples
+    assert_same_estimate(resumed.state.effect, resumed.state.stderr, expected)
+
+
+def test_follow_reader_error_reaches_the_caller_unchanged(trajectory, finished_recording, monkeypatch):
+    """A failed read ahead is raised when its window is due, after the windows before it were folded."""
+    import streamcausal.io.recording as recording_module
+
+    monkeypatch.setattr(recording_module, "_READ_AHEAD", True)
+    follower = Follower(finished_recording)
+    spy_on_reads(follower, fail_at=3)
+    with pytest.raises(OSError, match=f"disk gone at rows {2 * WINDOW}:{3 * WINDOW}"):
+        follower.poll()
+    assert follower.rows_consumed == 2 * WINDOW and not reader_threads()
+    spy_on_reads(follower)  # the disk is back: the next poll goes on from there
+    follower.poll()
+    expected = reference(trajectory)
+    assert follower.rows_consumed == 20_000 and follower.state.samples == expected.n_samples
+    assert_same_estimate(follower.state.effect, follower.state.stderr, expected)
+
+
 def test_follow_stops_at_target_se_and_names_the_last_sources(trajectory, tmp_path):
     store = tmp_path / "rec.zarr"
     recording = GrowingRecording.create(store, 6, chunk_rows=500)
