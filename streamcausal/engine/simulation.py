@@ -123,17 +123,18 @@ def memory_needed(n, chunk_steps, design, save_trajectory=False, nnz=None, *, n_
     allocated, though a design that clamps every k-th step fills 1/k of them; and the 0/1
     stimulation of sparse designs), ``trajectory buffers`` (with ``save_trajectory``: two
     sets of activity/stimulation rows and the writer's cast and compressed copies),
-    ``store`` (the dense copy of A the store writes) and ``scratch`` (per-thread blocks).
+    ``store`` (the copy of A the store encodes) and ``scratch`` (per-thread blocks).
     """
     rows = chunk_steps if n_steps is None else min(chunk_steps, n_steps)
     entries = n * n if nnz is None else nnz
+    connectivity = 8 * n * n if nnz is None else 12 * nnz + 8 * (n + 1)
     parts = {
-        "connectivity": 8 * n * n if nnz is None else 12 * nnz + 8 * (n + 1),
+        "connectivity": connectivity,
         "network tables": 32 * entries + 16 * (n + 1),
         "moments": (MOMENT_MATRICES if n * n > SCORE_IN_ONE_PASS else MOMENT_MATRICES_SMALL) * 8 * n * n,
         "chunk buffers": 2 * 8 * rows * n + (rows * n if sparse_stimulation(design, n) else 0),
         "trajectory buffers": (2 * (16 * rows * n + rows) + 10 * rows * n) if save_trajectory else 0,
-        "store": 8 * n * n if store else 0,
+        "store": connectivity if store else 0,
         "scratch": max(1, numba.config.NUMBA_NUM_THREADS) * (5 * 8 + 4) * n * block_size(n),
     }
     return parts
