@@ -451,7 +451,7 @@ RUN_ERRORS = [
     (["run", "--seed", str(2**32)], ["--seed"]),
     (["run", "--workers", "0"], ["--workers"]),
     (["run", "--target-se", "-1"], ["--target-se"]),
-    (["run", "--dtype", "float16"], ["--dtype"]),
+    (["run", "--dtype", "int16"], ["--dtype"]),
     (["run", "--clamp", "some"], ["--clamp"]),
     (["run", "--observe", "--every", "3"], ["--observe", "--every"]),
     (["run", "--observe", "--p", "0.2", "--clamp", "all"], ["--observe", "--p/--clamp"]),

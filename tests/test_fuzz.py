@@ -561,8 +561,8 @@ def assert_ok_or_one_line(status, err):
 def option_values(valid, at_most=None):
     """A valid value (as the CLI writes it) or any text; with ``at_most``, no text that reads as a larger count.
 
-    ``--steps`` and ``--neurons`` take ``at_most``: a valid count of 10**30 steps runs for ever
-    and 10**6 neurons exhaust memory today (test_huge_counts_are_refused_before_work, xfail).
+    ``--steps`` and ``--neurons`` take ``at_most``: a valid large count is a long run, not a bad input
+    (counts beyond the limits are pinned by test_huge_counts_are_refused_before_work).
     """
     def small(text):
         try:
@@ -674,7 +674,6 @@ def test_report_and_tutorial_parsing(command, pairs, positional):
 
 
 # =========================================================================== bugs found, each pinned by one example
-# Strict xfails: each turns into a failure (XPASS) once its bug is fixed; then drop the mark.
 
 
 class _Started(Exception):
@@ -685,16 +684,12 @@ def _stop(event):
     raise _Started
 
 
-@pytest.mark.xfail(strict=True, reason="engine/simulation.py check_simulation_arguments: n_steps has no upper bound; "
-                                       ">= 2**63 starts a run that never ends (or a Numba TypingError with Observation)")
 @pytest.mark.parametrize("design", [sc.Perturbation(), sc.Observation()], ids=["perturbation", "observation"])
 @pytest.mark.parametrize("n_steps", [2**63, 10**30])
 def test_huge_counts_are_refused_before_work(design, n_steps):
     expect_refusal(lambda: sc.run(np.eye(3) * 0.1, n_steps, design=design, progress=_stop), "n_steps")
 
 
-@pytest.mark.xfail(strict=True, reason="engine/simulation.py: --steps 1e30 --observe ends in a Numba TypingError "
-                                       "traceback instead of one line, exit 2")
 def test_huge_steps_on_the_command_line_are_one_line():
     status, _, err = run_main(["run", "--observe", "--steps", "1e30", "--seeds", "1", "--no-progress", "--no-report"])
     assert status == 2
@@ -708,8 +703,6 @@ def test_from_arrays_refuses_a_comoment_beyond_cauchy_schwarz():
     expect_refusal(lambda: CrossMoments.from_arrays(arrays), "comoment")
 
 
-@pytest.mark.xfail(strict=True, reason="io/recording.py _Selection: a uint8 0/1 steps mask is read as an index "
-                                       "array ([0, 1] selects steps 0 and 1, not step 1)")
 def test_a_uint8_mask_is_a_mask_or_refused():
     rng = np.random.default_rng(1)
     activity, stimulation = rng.random((2, 3)), rng.integers(0, 2, (2, 3))

@@ -231,6 +231,12 @@ class _Selection:
         else:
             # An index array is as long as the selection the user chose; it is read whole.
             index = source.read(0, source.shape[0]).astype(np.int64, copy=False)
+            if index.shape[0] == n_steps and n_steps > 1 and np.all((index == 0) | (index == 1)):
+                raise ValueError(
+                    f"steps looks like a 0/1 mask stored as integers (dtype {source.dtype}, length T={n_steps}), "
+                    "which would be read as step indices; pass a boolean mask (steps.astype(bool)) or an "
+                    "index array of the perturbation steps"
+                )
             outside = (index < 0) | (index >= n_steps)
             if outside.any():
                 k = int(np.argmax(outside))
