@@ -5,7 +5,6 @@ import signal
 import subprocess
 import sys
 import textwrap
-import threading
 import time
 
 import numpy as np
@@ -96,30 +95,6 @@ def test_each_seed_writes_its_own_part_of_the_store(client, serial, tmp_path):
     again = sc.run(A6, N_STEPS, seed=on(client), store=stored(path, save_trajectory=True, mode="r+"),
                    **RUN)
     assert moments_equal(again.moments, merged)
-
-
-def test_task_whose_worker_is_killed_is_retried_with_unchanged_result(serial, tmp_path):
-    parts, merged = serial
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0") as cluster:
-        with Client(cluster) as client:
-            client.run(lambda: __import__("streamcausal").run(A6, 4001, chunk_steps=2000))  # compile
-            pids = client.run(os.getpid)
-            started = threading.Event()
-
-            def progress(event):
-                started.set()
-
-            def killer():
-                started.wait(60)
-                os.kill(next(iter(pids.values())), signal.SIGKILL)
-
-            thread = threading.Thread(target=killer)
-            thread.start()
-            result = sc.run(A6, N_STEPS, seed=on(client), progress=progress,
-                            store=stored(tmp_path / "retry.zarr"), **RUN)
-            thread.join()
-            assert set(client.run(os.getpid).values()) != set(pids.values())  # a worker was replaced
-    assert moments_equal(result.moments, merged)
 
 
 CHILD = textwrap.dedent(
