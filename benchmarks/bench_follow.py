@@ -7,9 +7,15 @@
    * ``estimate``: ``streamcausal.estimate_store`` on the recording;
    * ``follow``: a :class:`streamcausal.live.Follower` with an output store, from the
      first poll to its return (every row read and folded, the output and checkpoint written);
-   * ``follow, no output``: the same without an output store.
+     each repeat writes a new output store, as a first follow does (removing the previous
+     repeat's store is timed apart: ``output_removal_seconds``, what ``--overwrite`` adds);
+   * ``follow, no output``: the same without an output store;
+   * ``follow, serial reads``: the same with the read-ahead thread off
+     (``io.recording._READ_AHEAD = False``): each window read, then folded, as before it was added.
 
-   Ratio = estimate seconds / follow seconds (follow's speed as a share of estimate's).
+   Ratio = estimate seconds / follow seconds (follow's speed as a share of estimate's). The
+   process's CPU seconds (all threads) are recorded too: on a loaded machine they show
+   extra work where wall time may only show waiting for a core.
 2. **Delay.** A writer process appends pieces at random intervals, logging the time it
    raised ``rows_complete``; ``streamcausal follow --serve`` runs at its default settings
    in another process; this process polls ``/estimate.json`` and records when
@@ -93,7 +99,18 @@ def throughput(store, directory, repeats):
     import streamcausal as sc
     from streamcausal.live import Follower
 
-    out = os.path.join(directory, "follow-output.zarr")
+    outputs = iter(range(10**6))
+    removals = []
+
+    def fresh_output():
+        """A new output path; the previous one is removed here, outside the timed follow."""
+        number = next(outputs)
+        previous = os.path.join(directory, f"follow-output-{number - 1}.zarr")
+        if os.path.exists(previous):
+            began = time.perf_counter()
+            shutil.rmtree(previous)
+            removals.append(time.perf_counter() - began)
+        return os.path.join(directory, f"follow-output-{number}.zarr")
 
     def run_estimate():
         return sc.estimate_store(store).effect
@@ -103,17 +120,30 @@ def throughput(store, directory, repeats):
         assert follower.follow(interval=0.05) == "finished"
         return follower.state.effect
 
-    contenders = {"estimate": run_estimate, "follow": lambda: run_follow(out),
-                  "follow, no output": lambda: run_follow(None)}
-    effects = {name: function() for name, function in contenders.items()}  # warm-up (Numba, page cache)
+    def run_follow_serial(_):
+        import streamcausal.io.recording as recording
+
+        recording._READ_AHEAD = False
+        try:
+            return run_follow(None)
+        finally:
+            recording._READ_AHEAD = None
+
+    # Each contender is (prepare, run): prepare() is not timed (it makes a new output path).
+    contenders = {"estimate": (lambda: None, lambda _: run_estimate()), "follow": (fresh_output, run_follow),
+                  "follow, no output": (lambda: None, run_follow), "follow, serial reads": (lambda: None, run_follow_serial)}
+    effects = {name: run(prepare()) for name, (prepare, run) in contenders.items()}  # warm-up (Numba, page cache)
     times = {name: [] for name in contenders}
+    cpu = {name: [] for name in contenders}
     for _ in range(repeats):
-        for name, function in contenders.items():
-            began = time.perf_counter()
-            function()
+        for name, (prepare, run) in contenders.items():
+            argument = prepare()
+            began, began_cpu = time.perf_counter(), time.process_time()
+            run(argument)
             times[name].append(time.perf_counter() - began)
+            cpu[name].append(time.process_time() - began_cpu)
     difference = max(float(np.nanmax(np.abs(effects[name] - effects["estimate"]))) for name in contenders)
-    return times, difference
+    return times, cpu, difference, removals
 
 
 def _free_port():
@@ -180,20 +210,26 @@ def main(argv=None) -> int:
     directory = tempfile.mkdtemp(prefix="streamcausal-bench-follow-")
     try:
         store, _ = build_recording(directory, args.neurons, args.steps, args.chunk_rows)
-        times, difference = throughput(store, directory, args.repeats)
+        load_before = os.getloadavg()
+        times, cpu, difference, removals = throughput(store, directory, args.repeats)
+        load_after = os.getloadavg()
         delays = delay(directory, args.neurons, args.pieces * args.piece_rows * 2, args.chunk_rows, args.pieces,
                        args.piece_rows, seed=1)
     finally:
         shutil.rmtree(directory, ignore_errors=True)
 
     medians = {name: statistics.median(values) for name, values in times.items()}
+    cpu_medians = {name: statistics.median(values) for name, values in cpu.items()}
     ratio = medians["estimate"] / medians["follow"]
     print(f"n = {args.neurons}, T = {args.steps:,}, chunks of {args.chunk_rows} rows, median of {args.repeats}; "
-          f"load average {os.getloadavg()[0]:.2f}")
-    print(f"{'contender':<20} {'seconds':>8} {'rows/s':>12} {'speed vs estimate':>18}")
+          f"load average {load_before[0]:.2f} before, {load_after[0]:.2f} after, on {os.cpu_count()} CPUs")
+    print(f"{'contender':<22} {'seconds':>8} {'rows/s':>12} {'speed vs estimate':>18} {'CPU s':>7} {'CPU vs estimate':>16}")
     for name, seconds in medians.items():
-        print(f"{name:<20} {seconds:8.3f} {args.steps / seconds:12,.0f} {medians['estimate'] / seconds:17.2f}x")
+        print(f"{name:<22} {seconds:8.3f} {args.steps / seconds:12,.0f} {medians['estimate'] / seconds:17.2f}x "
+              f"{cpu_medians[name]:7.3f} {cpu_medians[name] / cpu_medians['estimate']:15.2f}x")
     print(f"max |difference in effect| {difference:.2e}")
+    removal = statistics.median(removals) if removals else float("nan")
+    print(f"removing a previous output store (what replacing one with --overwrite adds): median {removal:.3f} s")
     median_delay = statistics.median(delays) if delays else float("nan")
     print(f"delay from rows_complete to /estimate.json over {len(delays)} appends: median {median_delay:.3f} s, "
           f"max {max(delays) if delays else float('nan'):.3f} s (defaults: --interval 0.5, --write-seconds 2)")
@@ -207,6 +243,9 @@ def main(argv=None) -> int:
             json.dump({
                 "benchmark": "follow", "neurons": args.neurons, "steps": args.steps, "chunk_rows": args.chunk_rows,
                 "repeats": args.repeats, "seconds": times, "median_seconds": medians, "throughput_ratio": ratio,
+                "cpu_seconds": cpu, "median_cpu_seconds": cpu_medians, "output_removal_seconds": removals,
+                "throughput_ratio_serial_reads": medians["estimate"] / medians["follow, serial reads"],
+                "loadavg_throughput": {"before": load_before, "after": load_after},
                 "max_abs_difference": difference, "delays_seconds": delays, "median_delay_seconds": median_delay,
                 "max_delay_seconds": max(delays) if delays else None, "targets": TARGETS,
                 "loadavg": os.getloadavg(), "cpus": os.cpu_count(), "python": platform.python_version(),
