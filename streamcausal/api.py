@@ -200,12 +200,13 @@ def run(A, n_steps, *, design=Perturbation(), seed=0, chunk_steps=None, rng="def
     (100000, True)
     """
     seeds = seed if isinstance(seed, Seeds) else None
-    A, n_steps, design, first_seed, chunk_steps, rng = check_simulation_arguments(
-        A, n_steps, design, seeds.seeds[0] if seeds is not None else seed, chunk_steps, rng, progress
-    )
-    seed_list = list(seeds.seeds) if seeds is not None else [first_seed]
     if store is not None and not isinstance(store, Store):
         store = Store(store)
+    A, n_steps, design, first_seed, chunk_steps, rng = check_simulation_arguments(
+        A, n_steps, design, seeds.seeds[0] if seeds is not None else seed, chunk_steps, rng, progress,
+        save_trajectory=store is not None and store.save_trajectory, store=store is not None,
+    )
+    seed_list = list(seeds.seeds) if seeds is not None else [first_seed]
     if store is not None and seeds is not None:
         from .io.store import shared_between_processes
 

@@ -46,6 +46,7 @@ OPTION_OF = {
     "n_steps": "--steps",
     "dtype": "--dtype",
     "save_trajectory": "--save-trajectory",
+    "target_se": "--target-se",
 }
 
 
