@@ -2,7 +2,8 @@
 
 Subcommands, one module each: ``run`` (simulate and estimate, seeds across Dask workers,
 progress, summary table, report), ``estimate`` (out-of-core estimate of a recording in
-a Zarr store), ``report`` (PNG figures of a store) and ``tutorial`` (the course,
+a Zarr store), ``follow`` (the estimate of a recording that is still growing, served
+over HTTP), ``report`` (PNG figures of a store) and ``tutorial`` (the course,
 reproduced). Each module has ``add_parser(subparsers)`` and ``command(args) -> int``;
 add a subcommand by writing one and listing it in ``SUBCOMMANDS``.
 
@@ -24,7 +25,7 @@ import sys
 
 from .._errors import raised_on_purpose
 from .._version import __version__
-from . import estimate, report, run, tutorial
+from . import estimate, follow, report, run, tutorial
 from .options import PROG, Interrupted, UsageError, epilog
 
 __all__ = ["EXIT_FAILURE", "EXIT_INTERRUPTED", "EXIT_OK", "EXIT_USAGE", "SUBCOMMANDS", "build_parser", "main"]
@@ -35,7 +36,7 @@ EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
 
 # name -> module with add_parser(subparsers) and command(args), in the order --help lists them.
-SUBCOMMANDS = {"run": run, "estimate": estimate, "report": report, "tutorial": tutorial}
+SUBCOMMANDS = {"run": run, "estimate": estimate, "follow": follow, "report": report, "tutorial": tutorial}
 
 
 class _Parser(argparse.ArgumentParser):
@@ -55,6 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
               {PROG} run                          # the tutorial's network, all cores, seconds
               {PROG} run --neurons 100 --steps 1e8 --store n100.zarr
               {PROG} estimate n100.zarr --lag 2
+              {PROG} follow rec.zarr --output rec-live.zarr --serve 8000
               {PROG} report n100.zarr --out n100-report
               {PROG} tutorial --out figures
               {PROG} run --help
