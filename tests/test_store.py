@@ -6,7 +6,6 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
 
 import numpy as np
 import pytest
@@ -294,36 +293,6 @@ def test_sigkill_then_resume_in_legacy_mode(tmp_path):
     X = sc.tutorial.simulate_neurons_perturb(A6, N_STEPS)
     np.testing.assert_allclose(resumed.correlation, sc.tutorial.get_perturbed_connectivity_all_neurons(X).T,
                                atol=1e-12)
-
-
-@pytest.mark.subprocess
-@pytest.mark.slow
-def test_kill_at_random_moments_from_outside(reference, tmp_path):
-    uninterrupted, reference_group = reference
-    path = tmp_path / "outside.zarr"
-    script = tmp_path / "slow_child.py"
-    script.write_text(textwrap.dedent(f"""
-        import sys, time
-        import streamcausal as sc
-        sc.run(sc.create_connectivity(6), {N_STEPS}, seed=5, chunk_steps=300,
-               store=sc.Store(sys.argv[1], save_trajectory=True, checkpoint_seconds=0),
-               progress=lambda event: time.sleep(0.05))
-        """))
-    rng = np.random.default_rng(0)
-    for _attempt in range(3):
-        child = subprocess.Popen([sys.executable, str(script), str(path)])
-        # The import takes seconds on a loaded machine: kill once the run has begun (its
-        # first checkpoint is there), at a random moment of its next few chunks.
-        deadline = time.monotonic() + 60
-        while not (path / "seed_5" / "checkpoint_a").exists() and child.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.02)
-        time.sleep(rng.uniform(0, 0.6))
-        child.send_signal(signal.SIGKILL)
-        child.wait(timeout=60)
-    resumed = sc.run(A6, N_STEPS, store=stored(path, save_trajectory=True, mode="r+"), **RUN)
-    assert_same_moments(resumed, uninterrupted)
-    group = zarr.open_group(path, mode="r")
-    assert np.array_equal(group["seed_5/activity"][...], reference_group["seed_5/activity"][...])
 
 
 @pytest.mark.subprocess
