@@ -104,7 +104,7 @@ if __name__ == "__main__":
 """
 
 # One design's kernels compiled by compile_kernels (CPU seconds, this process), then the warm speed of
-# run() on them: argv = steps, neurons, design, rng, repeats of the run.
+# run() on them: argv = steps, neurons, design, rng, repeats of the run, the package's directory.
 _DESIGN = """
 import sys, time
 import streamcausal as sc
@@ -112,6 +112,8 @@ from streamcausal.distributed import compile_kernels
 from streamcausal.engine import Plan
 steps, n, design, rng, repeats = int(float(sys.argv[1])), int(sys.argv[2]), sys.argv[3], sys.argv[4], int(sys.argv[5])
 design = {"default": sc.Perturbation(), "sparse": sc.Perturbation(p=0.05), "observation": sc.Observation()}[design]
+if sys.argv[6] != "installed" and not sc.__file__.startswith(sys.argv[6]):
+    raise RuntimeError(f"measured {sc.__file__}, not the copy in {sys.argv[6]}")
 A = sc.create_connectivity(n, random_state=4)
 cpu = time.process_time()
 compile_kernels(Plan(A, steps, design, 4096, rng))
@@ -125,9 +127,9 @@ print(compile_cpu, *(min(runs) if runs else (float("nan"), float("nan"))))
 """
 
 # (name, neurons, design, rng, steps of the warm run) of the --baseline comparison
-_DESIGNS = [("default run (n=6)", 6, "default", "default", 200_000),
-            ("sparse stimulation (n=140, p=0.05)", 140, "sparse", "default", 50_000),
-            ("observation (n=6)", 6, "observation", "default", 200_000)]
+_DESIGNS = [("default run (n=6)", 6, "default", "default", 2_000_000),
+            ("sparse stimulation (n=140, p=0.05)", 140, "sparse", "default", 200_000),
+            ("observation (n=6)", 6, "observation", "default", 1_000_000)]
 
 
 def _compare(baseline, pythonpath, repeats, designs):
@@ -143,8 +145,9 @@ def _compare(baseline, pythonpath, repeats, designs):
                     cache = os.path.join(root, f"{design}-{rng}-{side}-{repeat}")
                     os.makedirs(cache)
                     # cold: compiles, fills the cache
-                    compile_cpu = float(_python(_DESIGN, cache, path, steps, n, design, rng, 0).split()[0])
-                    warm = _python(_DESIGN, cache, path, steps, n, design, rng, 3).split()
+                    where = path or "installed"
+                    compile_cpu = float(_python(_DESIGN, cache, path, steps, n, design, rng, 0, where).split()[0])
+                    warm = _python(_DESIGN, cache, path, steps, n, design, rng, 3, where).split()
                     samples[side].append({"compile_cpu": compile_cpu, "run_cpu": float(warm[1]), "run_wall": float(warm[2])})
             row = {"design": name, "steps": steps, "samples": samples}
             for key in ("compile_cpu", "run_cpu", "run_wall"):
@@ -221,6 +224,8 @@ def main():
     parser.add_argument("--pythonpath", default=None, help="measure the package copy in this directory")
     parser.add_argument("--baseline", default=None, help="also compare with the package copy in this directory")
     parser.add_argument("--designs", default="default,sparse,observation", help="designs of --baseline")
+    parser.add_argument("--compare-only", action="store_true",
+                        help="only the --baseline comparison; with --json, replace that part of the existing file")
     parser.add_argument("--json", default=None)
     args = parser.parse_args()
     steps = int(args.steps)
@@ -229,6 +234,15 @@ def main():
     if args.baseline:
         print(f"median of {args.repeats}, before = {args.baseline}, after = {args.pythonpath or 'installed'}")
         comparison = _compare(args.baseline, args.pythonpath, args.repeats, args.designs.split(","))
+    if args.compare_only:
+        if args.json:
+            with open(args.json) as file:
+                results = json.load(file)
+            results.update({"baseline": args.baseline, "comparison": comparison, "comparison_load_average": {
+                "before": load_before, "after": os.getloadavg()}})
+            with open(args.json, "w") as file:
+                json.dump(results, file, indent=2)
+        return
     repeats = []
     with tempfile.TemporaryDirectory(prefix="coldstart-") as root:
         for repeat in range(args.repeats):
