@@ -133,7 +133,7 @@ def test_version(capsys):
 
 def test_subcommand_table_drives_the_parser():
     parser = cli.build_parser()
-    assert set(cli.SUBCOMMANDS) == {"run", "estimate", "report", "tutorial"}
+    assert set(cli.SUBCOMMANDS) == {"run", "estimate", "follow", "report", "tutorial"}
     for module in cli.SUBCOMMANDS.values():
         assert callable(module.add_parser) and callable(module.command)
     assert parser.parse_args(["tutorial", "--out", "d", "--steps", "5_000"]).steps == 5000

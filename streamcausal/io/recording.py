@@ -231,7 +231,10 @@ class _Selection:
         else:
             # An index array is as long as the selection the user chose; it is read whole.
             index = source.read(0, source.shape[0]).astype(np.int64, copy=False)
-            if index.shape[0] == n_steps and n_steps > 1 and np.all((index == 0) | (index == 1)):
+            zeros_and_ones = index.shape[0] == n_steps and n_steps > 1 and np.all((index == 0) | (index == 1))
+            # One-byte integers are how masks are stored (uint8 0/1); a 0/1 array that is not strictly
+            # increasing is no index array either. Only int arrays like [0, 1] (both steps) stay indices.
+            if zeros_and_ones and (source.dtype.itemsize == 1 or np.any(np.diff(index) <= 0)):
                 raise ValueError(
                     f"steps looks like a 0/1 mask stored as integers (dtype {source.dtype}, length T={n_steps}), "
                     "which would be read as step indices; pass a boolean mask (steps.astype(bool)) or an "
