@@ -188,8 +188,9 @@ def _python(code, cache, pythonpath, *args):
     environment = {**os.environ, "NUMBA_CACHE_DIR": cache, "MPLBACKEND": "Agg"}
     if pythonpath:
         environment["PYTHONPATH"] = pythonpath + os.pathsep + environment.get("PYTHONPATH", "")
+    # cwd: the cache directory, since `python -c` puts its cwd first on sys.path (a checkout would shadow --pythonpath)
     done = subprocess.run([sys.executable, "-c", textwrap.dedent(code), *map(str, args)], env=environment,
-                          capture_output=True, text=True, check=True)
+                          capture_output=True, text=True, check=True, cwd=cache)
     return done.stdout.strip()
 
 
