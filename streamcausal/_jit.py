@@ -3,7 +3,9 @@
 All of them cache compiled code on disk (``cache=True``) and use NumPy's error model:
 a float division by zero gives inf or NaN instead of raising, which drops the zero
 checks from loops and lets them vectorise; no kernel relies on that exception, so
-this changes no result. The variants:
+this changes no result. All release the GIL while they run (``nogil``; no kernel
+touches a Python object), so a thread that reads and decodes the next window of a
+recording (:mod:`streamcausal.io.recording`'s read-ahead) runs alongside them. The variants:
 
 * :func:`kernel`: the default;
 * :func:`inline_kernel`: inlined into its callers by Numba, before LLVM sees them. Only
@@ -53,8 +55,8 @@ class _KernelDispatcher(CPUDispatcher):
 
 
 def _decorator(**options):
-    """``numba.njit(cache=True, error_model="numpy", **options)``, with :class:`_KernelDispatcher`."""
-    targetoptions = {"nopython": True, "boundscheck": None, "error_model": "numpy", **options}
+    """``numba.njit(cache=True, nogil=True, error_model="numpy", **options)``, with :class:`_KernelDispatcher`."""
+    targetoptions = {"nopython": True, "nogil": True, "boundscheck": None, "error_model": "numpy", **options}
 
     def decorate(function):
         if config.DISABLE_JIT:  # NUMBA_DISABLE_JIT=1, as njit honours it

@@ -13,12 +13,11 @@ from dataclasses import dataclass
 import numba
 import numpy as np
 
-from .._kernels import moments as moment_kernels
 from .._kernels import network as kernels
 from .._validation import check_callable, check_connectivity, check_int, check_seed, is_sparse
 from ..designs import Observation, Perturbation, check_design
 from ..moments import CrossMoments, block_size, chunk_moments
-from ..moments.reduce import BLAS_PAIRS
+from ..moments.reduce import BLAS_PAIRS, stimulated_moments
 from ..network import compressed_columns
 
 __all__ = [
@@ -310,12 +309,7 @@ class Simulation:
 
     def _stimulated_moments(self, count):
         """Moments of ``count`` samples from the ``stimulated`` and ``outputs`` buffers, by stimulated source."""
-        n = self.n
-        if count == 0:
-            return CrossMoments(n, n)
-        moments = (np.empty(n), np.empty(n), np.empty(n), np.empty(n), np.empty((n, n)))
-        moment_kernels._stimulated_moments(self.stimulated, self.outputs, count, moments)
-        return CrossMoments.from_parts(count, *moments, validate=count < 2)
+        return stimulated_moments(self.stimulated, self.outputs, count)
 
     def _sequential(self, start, stop, streams, trajectory=None, first_sample=0):
         """Steps [start, stop) by ``_sequential_chunk``, samples from row ``first_sample``; returns their count."""
