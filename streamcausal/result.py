@@ -82,6 +82,7 @@ def convergence_point(moments, A=None) -> dict:
     defined = stderr.size - int(np.count_nonzero(undefined))
     stderr[undefined] = 0.0
     mean_se = float(np.sum(stderr) / defined) if defined else float("nan")
+    del stderr, undefined  # before the score makes its own n x n correlation
     return {
         "samples": int(moments.count),
         "score": None if A is None else _finite_or_none(score(moments.correlation(), A)),
