@@ -12,14 +12,10 @@ own), on the same machine and in the same run of this script:
   with ``A = create_connectivity(n)`` (sparse): steps/s and peak RSS, beside the floor of
   the same work per chunk measured in the same child afterwards (the ``n x n`` product
   ``outcome.T @ stimulation`` of a chunk's samples with the BLAS on every core, plus the
-  chunk's normal draws), median of 3. Two wirings: ``as wired`` (the tree as it is) and
-  ``proposed`` (the changes asked of engine/simulation.py, engine/seed.py and result.py,
-  applied here by patching: ``network.compressed_columns``, an in-place ``total +=
-  chunk`` merge, a convergence point whose score and mean standard error stream in row
-  blocks). ``as wired`` reaches its peak at the first convergence point, so it runs
-  ``--as-is-steps`` (two chunks) by default.
+  chunk's normal draws), median of 3; ``--run-only`` skips the ``create`` part.
 
     python benchmarks/bench_network.py --json benchmarks/results/network.json [--run]
+    python benchmarks/bench_network.py --run --run-only --json benchmarks/results/network_run.json
 """
 
 from __future__ import annotations
@@ -81,67 +77,11 @@ def child_tutorial(n, density):
     return {"n": n, "density": density, "seconds": time.perf_counter() - began, "peak_rss_bytes": peak_rss_bytes()}
 
 
-def _proposed_wiring():
-    """Patch in the changes asked of files this task does not own (see the README fragment)."""
-    from streamcausal import network, result
-    from streamcausal._validation import check_connectivity
-    from streamcausal.engine import seed, simulation
-    from streamcausal.moments import CrossMoments
-
-    simulation.compressed_columns = network.compressed_columns  # engine/simulation.py: import it from network
-
-    def merge_in_place(self, other):  # engine/seed.py: total += simulation.advance(...)
-        self += other
-        return self
-
-    CrossMoments.merge = merge_in_place
-
-    def score(estimate, A):  # result.py: score by row blocks (no n^2 temporaries)
-        A = check_connectivity(A)
-        estimate = np.asarray(estimate, dtype=np.float64)
-        count, sum_a, sum_e = 0, 0.0, 0.0
-        for start, block in network.dense_row_blocks(A):
-            e = estimate[start:start + block.shape[0]]
-            keep = np.isfinite(e)
-            count += int(np.count_nonzero(keep))
-            sum_a += float(block[keep].sum())
-            sum_e += float(e[keep].sum())
-        if count < 2:
-            return float("nan")
-        mean_a, mean_e = sum_a / count, sum_e / count
-        saa = see = sae = 0.0
-        for start, block in network.dense_row_blocks(A):
-            e = estimate[start:start + block.shape[0]]
-            keep = np.isfinite(e)
-            da, de = block[keep] - mean_a, e[keep] - mean_e
-            saa, see, sae = saa + float(da @ da), see + float(de @ de), sae + float(da @ de)
-        return float("nan") if saa == 0 or see == 0 else sae / math.sqrt(saa * see)
-
-    def convergence_point(moments, A=None):  # result.py: np.nanmean's arithmetic, on its own array
-        stderr = moments.stderr()
-        mean_se = float("nan")
-        if np.isfinite(stderr).any():
-            undefined = np.isnan(stderr)
-            count = np.sum(~undefined, dtype=np.intp)
-            stderr[undefined] = 0.0
-            mean_se = float(np.sum(stderr) / count)
-        del stderr
-        value = None if A is None else score(moments.correlation(), A)
-        return {"samples": int(moments.count),
-                "score": None if value is None or not np.isfinite(value) else float(value),
-                "mean_se": mean_se if np.isfinite(mean_se) else None}
-
-    result.score = score
-    seed.convergence_point = convergence_point
-
-
 def child_run(n, steps, wiring):
     import streamcausal as sc
     from streamcausal.engine import default_chunk_steps
     from streamcausal.moments.reduce import product_tn
 
-    if wiring == "proposed":
-        _proposed_wiring()
     A = sc.create_connectivity(n)
     sc.run(sc.create_connectivity(6), 1000)  # compile (cached) and warm up outside the measurement
     rss_before = peak_rss_bytes()
@@ -174,7 +114,7 @@ def child_run(n, steps, wiring):
                       "steps_per_second": chunk_steps / floor_chunk},
             "ratio_to_floor": (chunk_steps / floor_chunk) / (steps / seconds),
             "peak_rss_bytes": peak, "peak_rss_before_run_bytes": rss_before, "target_bytes": 4 * n * n * 8,
-            "score": result.score(A) if wiring == "proposed" else None}
+            "score": result.score(A)}
 
 
 def spawn(*args, timeout=None):
@@ -197,7 +137,7 @@ def main(argv=None):
     parser.add_argument("--run", action="store_true", help="also measure run() at --run-n (minutes)")
     parser.add_argument("--run-n", type=int, default=10_000)
     parser.add_argument("--run-steps", type=int, default=100_000)
-    parser.add_argument("--as-is-steps", type=int, default=None, help="steps of the 'as wired' run (default two chunks)")
+    parser.add_argument("--run-only", action="store_true", help="skip create_connectivity; only the run() measurement")
     parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
@@ -217,7 +157,7 @@ def main(argv=None):
     print("create_connectivity (each in a fresh process)")
     print(f"{'n':>8} {'density':>8} {'connections':>12} {'sparse path s':>14} {'tutorial path s':>16} {'ratio':>7} "
           f"{'target s':>9} {'peak RSS MB':>12} {'n^2*8 MB':>10} {'sigma rel. err':>15}")
-    for n, density in SIZES:
+    for n, density in ([] if args.run_only else SIZES):
         created = spawn("create", n, density, args.repeats)
         report["create"].append(created)
         tutorial = None
@@ -234,13 +174,10 @@ def main(argv=None):
               f"{created['dense_bytes'] / 2**20:>10.0f} {created['relative_error']:>15.1e}", flush=True)
         write(report, args.json)
     if args.run:
-        from streamcausal.engine import default_chunk_steps
-
-        as_is_steps = args.as_is_steps or 2 * default_chunk_steps(args.run_n)
         print(f"\nrun() at n = {args.run_n} (tutorial design, default chunk_steps; fresh process each)")
         print(f"{'wiring':>9} {'steps':>8} {'steps/s':>8} {'floor steps/s':>14} {'floor/run':>10} "
               f"{'peak RSS MB':>12} {'target MB':>10} {'met':>4}")
-        for wiring, steps in (("as wired", as_is_steps), ("proposed", args.run_steps)):
+        for wiring, steps in (("as wired", args.run_steps),):
             measured = spawn("run", args.run_n, steps, wiring)
             measured["target_met"] = measured["peak_rss_bytes"] <= measured["target_bytes"]
             report["run"].append(measured)
