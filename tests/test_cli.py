@@ -293,6 +293,8 @@ def test_run_default_like_subprocess(tmp_path):
     assert "this process" in result.stdout
     # stderr is not a terminal: plain progress lines, ending at 100 %.
     progress = result.stderr.strip().splitlines()
+    if progress and progress[0].startswith("compiling the Numba kernels"):  # a cold cache: said once, first
+        progress = progress[1:]
     assert progress and all(line.startswith("progress:") for line in progress)
     assert "100.0%" in progress[-1] and "/s" in progress[-1] and "ETA" in progress[-1]
     assert "\r" not in result.stderr
