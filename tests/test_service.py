@@ -185,9 +185,18 @@ def test_page_renders_and_updates_in_headless_chromium(saved, tmp_path):
         recording.append(arrays["activity"][start:stop], arrays["stimulation"][start:stop], arrays["clamped"][start:stop])
         follower.poll()
 
+    profiles = iter(range(100))
+
     def browse(*options):
-        return subprocess.run([CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", *options, server.url],
-                              capture_output=True, text=True, timeout=60)
+        # Each call gets its own profile (a profile left locked by another Chromium gives an empty page);
+        # a start that still prints nothing, as happens on a loaded machine, is tried again.
+        for _attempt in range(3):
+            done = subprocess.run([CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu",
+                                   f"--user-data-dir={tmp_path / f'profile-{next(profiles)}'}", *options, server.url],
+                                  capture_output=True, text=True, timeout=60)
+            if done.stdout.strip() or "--dump-dom" not in options:
+                return done
+        return done
 
     with EstimateServer(refresh_seconds=0.5) as server:
         follower = Follower(store, on_state=server.publish)
