@@ -211,18 +211,18 @@ _CENTRE_ROWS = 256  # time rows per partial sum of _centre_columns
 
 
 @parallel_kernel
-def _centre_columns(X, mean, m2):
-    """Centre the time-major X (k, n) in place: mean[i], then m2[i] = sum of squares of column i.
+def _column_means(X, rows, mean):
+    """mean[i] = the mean of X[:rows, i], X time-major.
 
-    Sums run over fixed blocks of ``_CENTRE_ROWS`` rows in parallel and are then added
-    in block order, so the bits never depend on the thread count.
+    Sums run over fixed parts of ``_CENTRE_ROWS`` rows in parallel and are then added
+    in part order, so the bits never depend on the thread count.
     """
-    k, n = X.shape
-    n_parts = (k + _CENTRE_ROWS - 1) // _CENTRE_ROWS
+    n = X.shape[1]
+    n_parts = (rows + _CENTRE_ROWS - 1) // _CENTRE_ROWS
     partial = np.zeros((n_parts, n))
     for part in prange(n_parts):
         sums = partial[part]
-        for t in range(part * _CENTRE_ROWS, min(k, (part + 1) * _CENTRE_ROWS)):
+        for t in range(part * _CENTRE_ROWS, min(rows, (part + 1) * _CENTRE_ROWS)):
             row = X[t]
             for i in range(n):
                 sums[i] += row[i]
@@ -232,7 +232,19 @@ def _centre_columns(X, mean, m2):
         for i in range(n):
             mean[i] += partial[part, i]
     for i in range(n):
-        mean[i] /= k
+        mean[i] /= rows
+
+
+@parallel_kernel
+def _centre_columns(X, mean, m2):
+    """Centre the time-major X (k, n) in place: mean[i] (:func:`_column_means`), then m2[i] = sum of squares of column i.
+
+    The squares are summed like the means: fixed parts in parallel, then in part order.
+    """
+    k, n = X.shape
+    _column_means(X, k, mean)
+    n_parts = (k + _CENTRE_ROWS - 1) // _CENTRE_ROWS
+    partial = np.zeros((n_parts, n))
     for part in prange(n_parts):
         squares = partial[part]
         for i in range(n):
@@ -382,22 +394,7 @@ def _stimulated_moments(stimulated, outputs, count, moments):
                 k += 1
         mean_u[i] = ones[i] / count
         m2_u[i] = ones[i] * (1.0 - mean_u[i]) ** 2 + (count - ones[i]) * mean_u[i] ** 2
-    # The means: row by row (contiguous), in fixed parts.
-    n_parts = (count + _CENTRE_ROWS - 1) // _CENTRE_ROWS
-    partial = np.zeros((n_parts, n_out))
-    for part in prange(n_parts):
-        sums = partial[part]
-        for t in range(part * _CENTRE_ROWS, min(count, (part + 1) * _CENTRE_ROWS)):
-            row = outputs[t]
-            for j in range(n_out):
-                sums[j] += row[j]
-    for j in range(n_out):
-        mean_v[j] = 0.0
-    for part in range(n_parts):
-        for j in range(n_out):
-            mean_v[j] += partial[part, j]
-    for j in range(n_out):
-        mean_v[j] /= count
+    _column_means(outputs, count, mean_v)  # row by row (contiguous), in fixed parts
     n_tiles = (n_out + _TILE_OUTPUTS - 1) // _TILE_OUTPUTS
     for tile in prange(n_tiles):
         j0 = tile * _TILE_OUTPUTS
